@@ -1,0 +1,26 @@
+// AVX2 level (compiled with -mavx2 -mfma -mf16c; selected only when the CPU has them).
+#include "facecore/kernels.h"
+#include "facecore/tile.h"
+#include "facecore/x86_avx2_f16.h"
+#include "facecore/x86_avx2_i8.h"
+
+namespace facecore {
+namespace {
+
+void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, int32_t* out) {
+    drive_tiles<2, avx2::TileI8>(rows, n, d, q, nq, out);
+}
+void dot_f16(const uint16_t* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
+    drive_tiles<2, avx2::TileF<uint16_t>>(rows, n, d, q, nq, out);
+}
+void dot_f32(const float* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
+    drive_tiles<2, avx2::TileF<float>>(rows, n, d, q, nq, out);
+}
+
+const Kernels kTable{"avx2", dot_i8, dot_f16, dot_f32};
+
+}  // namespace
+
+const Kernels* avx2_kernels() { return &kTable; }
+
+}  // namespace facecore

@@ -1,0 +1,27 @@
+// NEON level (aarch64 only; CMake adds this file only there).
+#include "facecore/arm_neon.h"
+#include "facecore/kernels.h"
+
+namespace facecore {
+namespace {
+
+void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, int32_t* out) {
+    for (size_t j = 0; j < nq; ++j)
+        for (size_t i = 0; i < n; ++i) out[j * n + i] = neon::dot_i8_one(rows + i * d, q + j * d, d);
+}
+void dot_f16(const uint16_t* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
+    for (size_t j = 0; j < nq; ++j)
+        for (size_t i = 0; i < n; ++i) out[j * n + i] = neon::dot_f16_one(rows + i * d, q + j * d, d);
+}
+void dot_f32(const float* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
+    for (size_t j = 0; j < nq; ++j)
+        for (size_t i = 0; i < n; ++i) out[j * n + i] = neon::dot_f32_one(rows + i * d, q + j * d, d);
+}
+
+const Kernels kTable{"neon", dot_i8, dot_f16, dot_f32};
+
+}  // namespace
+
+const Kernels* neon_kernels() { return &kTable; }
+
+}  // namespace facecore
