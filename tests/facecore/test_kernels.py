@@ -20,17 +20,19 @@ def test_levels_reported() -> None:
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("d", [*DIMS, 2048, 2049])  # 2049: past the transposed batch kernel's limit
 def test_int8_dot_exact(level: str, d: int, rng: np.random.Generator) -> None:
-    # 37 rows and 6 queries exercise the 4-row and query-group tails as well as the d tail.
+    # 37 rows and 1, 6 or 19 queries exercise the row, query-group and d tails of both the
+    # single-query and the batch kernels.
     x = rng.integers(-127, 128, (37, d), dtype=np.int8)
-    q = rng.integers(-127, 128, (6, d), dtype=np.int8)
+    q = rng.integers(-127, 128, (19, d), dtype=np.int8)
     q[0] = 127  # extremes: largest sums the int32 accumulators must hold
     x[0] = -127
-    got = native.dot("i8", x, q, level)
-    assert got.dtype == np.int32
-    np.testing.assert_array_equal(got, q.astype(np.int64) @ x.T.astype(np.int64))
-    np.testing.assert_array_equal(got, native.dot("i8", x, q, "serial"))
+    for nq in (1, 6, 19):
+        got = native.dot("i8", x, q[:nq], level)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, q[:nq].astype(np.int64) @ x.T.astype(np.int64))
+        np.testing.assert_array_equal(got, native.dot("i8", x, q[:nq], "serial"))
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -3,12 +3,17 @@
 #include "facecore/tile.h"
 #include "facecore/x86_avx512_f16.h"
 #include "facecore/x86_avx512_i8.h"
+#include "facecore/x86_avx512_i8_batch.h"
 
 namespace facecore {
 namespace {
 
 void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, int32_t* out) {
-    drive_tiles<4, avx512::TileI8>(rows, n, d, q, nq, out);
+    // One query streams memory: row tiles. Several share each transposed block of rows.
+    if (nq >= 4 && d <= avx512::kMaxBatchDim)
+        avx512::dot_i8_batch(rows, n, d, q, nq, out);
+    else
+        drive_tiles<4, avx512::TileI8>(rows, n, d, q, nq, out);
 }
 void dot_f16(const uint16_t* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
     drive_tiles<4, avx512::TileF<uint16_t>>(rows, n, d, q, nq, out);

@@ -1,0 +1,87 @@
+"""The measuring loop shared by all search benchmarks: calibrated rounds, then an answer check.
+
+A search under test is a function ``(queries float32 (m, d), threads) -> top-1 rows (m,)``. One
+untimed call warms caches and thread pools and sizes the number of timed rounds to a time budget;
+``benchmark.pedantic`` then times the rounds. Single-query runs walk through the query set (round
+``i`` asks query ``i``), so every answer of every round is checked against the brute-force
+reference afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from _data import Agreement, Dataset, agreement
+
+Search = Callable[[np.ndarray, int], np.ndarray]
+
+BUDGET_S = 2.0  # timed seconds a benchmark aims for (at least MIN_ROUNDS rounds)
+MIN_ROUNDS = 1
+MAX_ROUNDS = 1000
+MIN_AGREEMENT = 0.99  # share of top-1 answers equal to the reference, or a near tie
+
+
+@dataclass(frozen=True)
+class Answers:
+    """Every answer given while measuring: ``ids[i]`` is the top-1 row for query ``query_index[i]``."""
+
+    query_index: np.ndarray
+    ids: np.ndarray
+    agreement: Agreement
+
+
+def rounds_for(seconds_per_call: float, budget_s: float = BUDGET_S) -> int:
+    """How many timed rounds fit the budget, given one call's duration."""
+    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(budget_s / max(seconds_per_call, 1e-9))))
+
+
+def measure_search(
+    benchmark: Any,
+    data: Dataset,
+    search: Search,
+    *,
+    batch: int,
+    threads: int,
+    min_agreement: float = MIN_AGREEMENT,
+    budget_s: float = BUDGET_S,
+) -> Answers:
+    """Time ``search`` on ``batch`` queries a call with ``threads`` threads; check every answer.
+
+    BLAS and OpenMP pools are limited to ``threads`` for the whole measurement (numpy's matmul);
+    the search itself gets ``threads`` too (our kernels, FAISS, USearch take it per call).
+    Asserts that at least ``min_agreement`` of the answers agree with the reference (same row or a
+    near tie, see :func:`_data.agreement`). Fills ``benchmark.extra_info``.
+    """
+    n_queries = data.queries.shape[0]
+    assert n_queries % batch == 0, "the batch size must divide the query set"
+    asked: list[int] = []
+    answered: list[np.ndarray] = []
+
+    def one_call() -> None:
+        start = (len(asked) * batch) % n_queries
+        answered.append(np.asarray(search(data.queries[start : start + batch], threads)).reshape(-1))
+        asked.append(start)
+
+    with threadpool_limits(limits=threads):
+        t0 = time.perf_counter()
+        one_call()  # warm-up and calibration, untimed
+        rounds = rounds_for(time.perf_counter() - t0, budget_s)
+        benchmark.pedantic(one_call, rounds=rounds, iterations=1, warmup_rounds=0)
+
+    query_index = np.concatenate([np.arange(start, start + batch) for start in asked])
+    ids = np.concatenate(answered)
+    agree = agreement(data, query_index, ids)
+    benchmark.extra_info.update(
+        n=data.n, dim=data.dim, batch=batch, threads=threads, rounds=rounds, **_prefixed(agree)
+    )
+    assert agree.near_tie >= min_agreement, f"top-1 answers disagree with brute force: {agree}"
+    return Answers(query_index, ids, agree)
+
+
+def _prefixed(agree: Agreement) -> dict[str, float]:
+    return {f"top1_{k}": v for k, v in asdict(agree).items()}
