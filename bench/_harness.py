@@ -35,9 +35,12 @@ class Answers:
     agreement: Agreement
 
 
-def rounds_for(seconds_per_call: float, budget_s: float = BUDGET_S) -> int:
-    """How many timed rounds fit the budget, given one call's duration."""
-    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(budget_s / max(seconds_per_call, 1e-9))))
+def warm_up(call: Callable[[], object], budget_s: float = BUDGET_S) -> int:
+    """Make one untimed warm-up ``call``; return how many timed rounds of it fit the budget."""
+    t0 = time.perf_counter()
+    call()
+    seconds = time.perf_counter() - t0
+    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(budget_s / max(seconds, 1e-9))))
 
 
 def measure_search(
@@ -68,9 +71,7 @@ def measure_search(
         asked.append(start)
 
     with threadpool_limits(limits=threads):
-        t0 = time.perf_counter()
-        one_call()  # warm-up and calibration, untimed
-        rounds = rounds_for(time.perf_counter() - t0, budget_s)
+        rounds = warm_up(one_call, budget_s)
         benchmark.pedantic(one_call, rounds=rounds, iterations=1, warmup_rounds=0)
 
     query_index = np.concatenate([np.arange(start, start + batch) for start in asked])
