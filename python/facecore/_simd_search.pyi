@@ -1,6 +1,5 @@
 """Type stubs for the private native module (see cpp/simd_search/bindings/_simd_search.cpp)."""
 
-from __future__ import annotations
 
 import numpy as np
 

@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -358,7 +359,15 @@ class VectorIndex:
     def _new_hnsw(self) -> Any:
         from usearch.index import Index
 
-        return Index(ndim=self.dim, metric="cos", dtype=self.kind, **self._hnsw_params)
+        p = self._hnsw_params
+        return Index(
+            ndim=self.dim,
+            metric="cos",
+            dtype=self.kind,
+            connectivity=p["connectivity"],
+            expansion_add=p["expansion_add"],
+            expansion_search=p["expansion_search"],
+        )
 
     def _build_hnsw(self) -> None:
         index = self._new_hnsw()
@@ -445,10 +454,10 @@ class VectorIndex:
         if live is not None and rows.size:
             rows = rows[self._live_bits(live, total, total)[rows].astype(bool)]
         if rows.size < _GATHER_SHARE * max(total, 1):
-            return _native.search(self.kind, chunks, qv, qs, k, threads, None, rows)  # type: ignore[no-any-return]
+            return _native.search(self.kind, chunks, qv, qs, k, threads, None, rows)
         bits = np.zeros(total, np.uint8)
         bits[rows] = 1
-        return _native.search(self.kind, chunks, qv, qs, k, threads, np.packbits(bits, bitorder="little"), None)  # type: ignore[no-any-return]
+        return _native.search(self.kind, chunks, qv, qs, k, threads, np.packbits(bits, bitorder="little"), None)
 
     def _search_hnsw(
         self,
@@ -496,8 +505,7 @@ class VectorIndex:
                 header.write_array_header_1_0(
                     f, {"descr": header.dtype_to_descr(_KINDS[self.kind]), "fortran_order": False, "shape": (self._rows, self.dim)}
                 )
-                for c in self._chunks:
-                    f.write(np.ascontiguousarray(c.matrix[: c.filled]).tobytes())
+                f.writelines(np.ascontiguousarray(c.matrix[: c.filled]).tobytes() for c in self._chunks)
             if self.kind == "i8":
                 np.save(tmp / "scales.npy", np.concatenate([c.scales[: c.filled] for c in self._chunks if c.scales is not None] or [np.empty(0, np.float32)]))
             np.save(tmp / "ids.npy", self._ids.ids_at(np.arange(self._rows, dtype=np.int64)))
@@ -516,8 +524,8 @@ class VectorIndex:
                 "hnsw": self._hnsw is not None,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():
-            _fsync(f)
+        for written in tmp.iterdir():
+            _fsync(written)
         if target.exists():
             old = target.with_name(target.name + ".old")
             if old.exists():
@@ -550,7 +558,7 @@ class VectorIndex:
             threads=meta["threads"],
             **meta["hnsw_params"],
         )
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         vectors = np.load(src / "vectors.npy", mmap_mode=mode)
         scales = np.load(src / "scales.npy", mmap_mode=mode) if meta["kind"] == "i8" else None
         ids = np.load(src / "ids.npy")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import uvicorn
-
 from facecore_server.app import create_app
 from facecore_server.settings import Settings
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import facecore
 import orjson
+from facecore_server.settings import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-import facecore
-from facecore_server.settings import Settings
 
 
 class ORJSONResponse(JSONResponse):

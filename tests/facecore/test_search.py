@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import facecore
 import numpy as np
 import pytest
-
-import facecore
 from facecore import InvalidArgument, InvalidType, UnknownId, VectorIndex
+
 from tests.conftest import face_like
 
 KINDS = ["i8", "f16", "f32"]
@@ -166,7 +166,7 @@ def test_concurrent_searches_equal_sequential(gallery: tuple[np.ndarray, np.ndar
                     r = index.search(q[j], 5)
                     np.testing.assert_array_equal(r.ids, expected[j].ids)
                     np.testing.assert_array_equal(r.scores, expected[j].scores)
-        except BaseException as e:  # collected and re-raised in the main thread
+        except BaseException as e:  # noqa: BLE001  (re-raised in the main thread)
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
@@ -178,7 +178,7 @@ def test_concurrent_searches_equal_sequential(gallery: tuple[np.ndarray, np.ndar
 
 
 def test_searches_during_writes_never_see_removed_ids(gallery: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    x, ids, q = gallery
+    x, ids, _ = gallery
     index = VectorIndex(128, mode="exact")
     index.add(ids[:3000], x[:3000])
     removed: set[int] = set()
@@ -193,7 +193,7 @@ def test_searches_during_writes_never_see_removed_ids(gallery: tuple[np.ndarray,
                     gone = set(removed)
                 r = index.search(x[:50], 3)
                 assert not gone.intersection(r.ids.ravel().tolist())
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001  (re-raised in the main thread)
             errors.append(e)
 
     readers = [threading.Thread(target=reader) for _ in range(4)]

@@ -10,10 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import facecore
 import httpx
 import pytest
-
-import facecore
 
 
 def free_port() -> int:
@@ -73,6 +72,6 @@ def test_unknown_path_and_wrong_method(server: tuple[str, Path]) -> None:
 
 def test_bad_port_is_refused() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "facecore_server", "--port", "0"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "facecore_server", "--port", "0"], capture_output=True, text=True, timeout=30, check=False
     )
     assert out.returncode != 0 and "--port must be in 1..65535" in out.stderr
