@@ -6,13 +6,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facecore-installed
-BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.12" ninja
+BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
 SOURCES := $(shell find cpp python -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.pyi' -o -name 'CMakeLists.txt' \)) CMakeLists.txt pyproject.toml
 
 export FACECORE_PORT ?= 8300
 export FACECORE_DATA ?= ./data
 
-.PHONY: serve test bench install clean
+.PHONY: serve test ctest ctest-aarch64 bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,25 @@ install: $(STAMP)
 serve: install
 	$(BIN)/facecore-server --port $(FACECORE_PORT) --data $(FACECORE_DATA)
 
-test: install
+test: install ctest
 	$(BIN)/python -m pytest tests
+
+# The C++ core's own tests (tests/cpp), built without Python in build/ctest.
+ctest: $(STAMP)
+	$(BIN)/cmake -S . -B build/ctest -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN))/ninja \
+		-DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON -DCMAKE_BUILD_TYPE=Release > /dev/null
+	$(BIN)/cmake --build build/ctest
+	$(BIN)/ctest --test-dir build/ctest --output-on-failure
+
+# The same C++ tests cross-built for aarch64 and run under qemu: checks the NEON level.
+# Needs Debian's g++-aarch64-linux-gnu and qemu-user (.ci/run installs them when it can).
+ctest-aarch64: $(STAMP)
+	$(BIN)/cmake -S . -B build/ctest-aarch64 -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN))/ninja \
+		-DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
+		"-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu" > /dev/null
+	$(BIN)/cmake --build build/ctest-aarch64
+	$(BIN)/ctest --test-dir build/ctest-aarch64 --output-on-failure
 
 bench: install
 	$(BIN)/python -m pip install -q ".[bench]" --no-build-isolation

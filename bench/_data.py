@@ -144,3 +144,11 @@ def rss_bytes() -> int:
     """Resident set size of this process, from /proc/self/statm."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def head(data: Dataset, n: int) -> Dataset:
+    """The first ``n`` base vectors, with the queries of identities enrolled among them (their
+    full-set answer lies there) and their own brute-force answers."""
+    base = data.base[:n]
+    queries = data.queries[data.ref_ids < n]
+    return Dataset(base, queries, *brute_force_top2(base, queries))

@@ -4,7 +4,7 @@ A search under test is a function ``(queries float32 (m, d), threads) -> top-1 r
 untimed call warms caches and thread pools and sizes the number of timed rounds to a time budget;
 ``benchmark.pedantic`` then times the rounds. Single-query runs walk through the query set (round
 ``i`` asks query ``i``), so every answer of every round is checked against the brute-force
-reference afterwards.
+reference afterwards (topped up with untimed calls to at least ``MIN_CHECKED`` answers).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ BUDGET_S = 2.0  # timed seconds a benchmark aims for (at least MIN_ROUNDS rounds
 MIN_ROUNDS = 1
 MAX_ROUNDS = 1000
 MIN_AGREEMENT = 0.99  # share of top-1 answers equal to the reference, or a near tie
+MIN_CHECKED = 100  # answers checked at least (untimed extra calls when the rounds gave fewer)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,21 @@ class Answers:
     query_index: np.ndarray
     ids: np.ndarray
     agreement: Agreement
+
+
+class Lazy:
+    """Objects built on first use (stored forms, indexes) and dropped together with ``clear``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 def warm_up(call: Callable[[], object], budget_s: float = BUDGET_S) -> int:
@@ -73,6 +89,8 @@ def measure_search(
     with threadpool_limits(limits=threads):
         rounds = warm_up(one_call, budget_s)
         benchmark.pedantic(one_call, rounds=rounds, iterations=1, warmup_rounds=0)
+        while len(asked) * batch < min(MIN_CHECKED, n_queries):
+            one_call()
 
     query_index = np.concatenate([np.arange(start, start + batch) for start in asked])
     ids = np.concatenate(answered)

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 import facecore
 from _data import Dataset
-from _harness import Search, measure_search, warm_up
+from _harness import MIN_AGREEMENT, Lazy, Search, measure_search, warm_up
 
 pytestmark = pytest.mark.parametrize("data", DIMS, indirect=True, ids=dim_id, scope="module")
 
@@ -34,17 +34,12 @@ THREADS = (1, 2)
 _NUMPY_CHUNK_ROWS = 16_384  # a 1000-query batch scores (1000 x chunk) floats at a time
 
 
-class Prepared:
+class Prepared(Lazy):
     """Stored forms and indexes of one dataset, built on first use and freed with the module."""
 
     def __init__(self, data: Dataset) -> None:
+        super().__init__()
         self.data = data
-        self._cache: dict[str, Any] = {}
-
-    def get(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
 
     def arrays(self, form: str) -> list[np.ndarray]:
         """The arrays a scan of stored form ``form`` reads (for the floor and GB/s)."""
@@ -83,7 +78,7 @@ class Prepared:
 def prepared(data: Dataset) -> Iterator[Prepared]:
     p = Prepared(data)
     yield p
-    p._cache.clear()
+    p.clear()
 
 
 # --------------------------------------------------------------------------- engines
@@ -140,6 +135,12 @@ class Engine:
     name: str
     form: str  # the stored form whose bytes one query reads
     build: Callable[[Prepared], Search]
+    min_agreement: float = MIN_AGREEMENT
+
+
+# FAISS's 8-bit quantiser (one range per dimension) misses near ties beyond our tolerance more
+# often; as a baseline it gets a sanity bound, not our target.
+_BASELINE_SQ8_AGREEMENT = 0.95
 
 
 _DEFAULT_LEVEL = facecore.simd_level()
@@ -153,7 +154,7 @@ ENGINES = (
     Engine("facecore-f16", "f16", _facecore_f16),
     Engine("numpy-f32", "f32", _numpy_f32),
     Engine("faiss-flat-f32", "f32", _faiss(Prepared.faiss_flat)),
-    Engine("faiss-sq8", "sq8", _faiss(Prepared.faiss_sq8)),
+    Engine("faiss-sq8", "sq8", _faiss(Prepared.faiss_sq8), _BASELINE_SQ8_AGREEMENT),
 )
 
 
@@ -201,13 +202,12 @@ def test_floor(benchmark: Any, data: Dataset, prepared: Prepared, form: str, met
     """Read the bytes a scan of ``form`` reads, once a round."""
     threads, read_only, reader = _READERS[method]
     words = [_words(a) for a in prepared.arrays(form)]
-    if reader is None:
-        reader = _copy_into([np.empty_like(w) for w in words])
+    read = reader if reader is not None else _copy_into([np.empty_like(w) for w in words])
     assert sum(w.nbytes for w in words) == prepared.nbytes(form)
     benchmark.group = _group(data, 1)
     with threadpool_limits(limits=threads):
-        rounds = warm_up(lambda: reader(words))
-        benchmark.pedantic(reader, args=(words,), rounds=rounds, iterations=1, warmup_rounds=0)
+        rounds = warm_up(lambda: read(words))
+        benchmark.pedantic(read, args=(words,), rounds=rounds, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
         kind="floor", form=form, method=method, read_only=read_only, threads=threads,
         n=data.n, dim=data.dim, bytes=prepared.nbytes(form), rounds=rounds,
@@ -224,5 +224,5 @@ def test_scan(benchmark: Any, data: Dataset, prepared: Prepared, engine: Engine,
     """Top-1 of ``batch`` queries a call over all N faces, checked against brute force."""
     search = engine.build(prepared)
     benchmark.group = _group(data, batch)
-    measure_search(benchmark, data, search, batch=batch, threads=threads)
+    measure_search(benchmark, data, search, batch=batch, threads=threads, min_agreement=engine.min_agreement)
     benchmark.extra_info.update(kind="scan", engine=engine.name, form=engine.form, bytes=prepared.nbytes(engine.form))

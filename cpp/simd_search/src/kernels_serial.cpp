@@ -1,24 +1,20 @@
 // Serial level: the reference every other level is checked against.
 #include "facecore/serial.h"
+#include "facecore/tile.h"
 
 namespace facecore {
 namespace {
 
 void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, int32_t* out) {
-    for (size_t j = 0; j < nq; ++j)
-        for (size_t i = 0; i < n; ++i) out[j * n + i] = serial::dot_i8_one(rows + i * d, q + j * d, d);
+    drive_rows(rows, n, d, q, nq, out, serial::dot_i8_one);
 }
 
 void dot_f16(const uint16_t* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
-    for (size_t j = 0; j < nq; ++j)
-        for (size_t i = 0; i < n; ++i)
-            out[j * n + i] = serial::dot_f16_one(rows + i * d, q + j * d, d);
+    drive_rows(rows, n, d, q, nq, out, serial::dot_f16_one);
 }
 
 void dot_f32(const float* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
-    for (size_t j = 0; j < nq; ++j)
-        for (size_t i = 0; i < n; ++i)
-            out[j * n + i] = serial::dot_f32_one(rows + i * d, q + j * d, d);
+    drive_rows(rows, n, d, q, nq, out, serial::dot_f32_one);
 }
 
 const Kernels kTable{"serial", dot_i8, dot_f16, dot_f32};

@@ -1,4 +1,6 @@
-// Drives a register-blocked micro-kernel of 4 rows x QN queries over a block of rows.
+// Loops that run a level's micro-kernel over a block of rows and a group of queries.
+//
+// drive_tiles: a register-blocked micro-kernel of 4 rows x QN queries over a block of rows.
 //
 // Include only from a per-ISA translation unit, with a Tile type of that unit's anonymous
 // namespace: the template then has internal linkage there and cannot leak across ISAs.
@@ -35,6 +37,15 @@ static inline void drive_tiles(const Row* rows, size_t n, size_t d, const Q* que
                 for (size_t t = 0; t < rn; ++t) out[(j + jj) * n + i + t] = res[jj][t];
         }
     }
+}
+
+// One row and one query at a time, for levels without register tiles (serial, NEON):
+// out[j * n + i] = one(rows + i * d, queries + j * d, d).
+template <class Row, class Q, class Out, class One>
+static inline void drive_rows(const Row* rows, size_t n, size_t d, const Q* queries, size_t nq, Out* out,
+                              One one) {
+    for (size_t j = 0; j < nq; ++j)
+        for (size_t i = 0; i < n; ++i) out[j * n + i] = one(rows + i * d, queries + j * d, d);
 }
 
 }  // namespace facecore

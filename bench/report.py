@@ -1,0 +1,285 @@
+"""Turn a pytest-benchmark JSON of this suite into the markdown tables of bench/README.md.
+
+    .venv/bin/python bench/report.py /tmp/bench.json [-o table.md]
+
+Ratios use each benchmark's fastest round (``min``: the round least disturbed by other work on
+the machine); the tables show the median next to it. Tests are recognised by their
+``extra_info["kind"]`` (scan, floor, hnsw, hnsw-build, memory), so a partial run (``-k``) renders
+whatever it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENGINE_ORDER = ("facecore-i8", "facecore-f16", "numpy-f32", "faiss-flat-f32", "faiss-sq8")
+OURS = "facecore-i8"
+SQ8 = "faiss-sq8"
+HNSW_OURS = "facecore-hnsw"
+FLOOR_GOAL = 1.5
+BATCH_GOAL = 5.0
+HNSW_LATENCY_GOAL_MS = 1.0
+HNSW_RECALL_GOAL = 0.99
+TARGET_DIM = 128
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    min_s: float
+    median_s: float
+    rounds: int
+    info: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.info.get("kind", ""))
+
+    def per_query_ms(self) -> float:
+        return 1e3 * self.min_s / int(self.info.get("batch", 1))
+
+    def per_query_median_ms(self) -> float:
+        return 1e3 * self.median_s / int(self.info.get("batch", 1))
+
+
+def load(path: Path) -> tuple[list[Result], dict[str, Any]]:
+    doc = json.loads(path.read_text())
+    results = [
+        Result(b["name"], b["stats"]["min"], b["stats"]["median"], b["stats"]["rounds"], b.get("extra_info", {}))
+        for b in doc["benchmarks"]
+    ]
+    return results, doc
+
+
+def find(results: Iterable[Result], **match: Any) -> Result | None:
+    for r in results:
+        if all(r.info.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def floor(results: list[Result], dim: int, form: str, threads: int = 1) -> Result | None:
+    """The fastest read-only read of ``form``'s bytes with ``threads`` threads."""
+    reads = [
+        r for r in results
+        if r.kind == "floor" and r.info["dim"] == dim and r.info["form"] == form
+        and r.info["read_only"] and r.info["threads"] == threads
+    ]
+    return min(reads, key=lambda r: r.min_s, default=None)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ms(r: Result | None) -> str:
+    """Per-query time, fastest round (median)."""
+    if r is None:
+        return "-"
+    return f"{_num(r.per_query_ms())} ({_num(r.per_query_median_ms())})"
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fmt_ratio(x: float | None, suffix: str = "x") -> str:
+    return "-" if x is None else f"{x:.2f}{suffix}"
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("**yes**" if ok else "**NO**")
+
+
+def _ordered_engines(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
+    return sorted(set(names), key=lambda e: (order.index(e) if e in order else len(order), e))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def targets(results: list[Result]) -> str:
+    d = TARGET_DIM
+    ours = find(results, kind="scan", engine=OURS, dim=d, batch=1, threads=1)
+    ours_batch = find(results, kind="scan", engine=OURS, dim=d, batch=1000, threads=1)
+    sq8 = find(results, kind="scan", engine=SQ8, dim=d, batch=1, threads=1)
+    fl = floor(results, d, "i8")
+    rows: list[list[str]] = []
+
+    vs_floor = ratio(ours and ours.min_s, fl and fl.min_s)
+    rows.append([
+        f"int8 scan, d={d}, 1M, 1 query, 1 thread, vs read floor",
+        f"{fmt_ratio(vs_floor)} ({ms(ours)} ms vs {ms(fl)} ms, {fl.info['method'] if fl else '-'})",
+        f"<= {FLOOR_GOAL}x", verdict(None if vs_floor is None else vs_floor <= FLOOR_GOAL),
+    ])
+    vs_sq8 = ratio(sq8 and sq8.min_s, ours and ours.min_s)
+    rows.append([
+        f"int8 scan vs FAISS SQ8 int8, same case",
+        f"{fmt_ratio(vs_sq8)} faster ({ms(ours)} ms vs {ms(sq8)} ms)",
+        "> 1x", verdict(None if vs_sq8 is None else vs_sq8 > 1),
+    ])
+    gain = ratio(ours and ours.per_query_ms(), ours_batch and ours_batch.per_query_ms())
+    rows.append([
+        f"1000-query batch vs single query, per-query throughput (int8, d={d}, 1 thread)",
+        f"{fmt_ratio(gain)} ({ms(ours_batch)} ms/query vs {ms(ours)} ms)",
+        f">= {BATCH_GOAL}x", verdict(None if gain is None else gain >= BATCH_GOAL),
+    ])
+    for m in sorted((r for r in results if r.kind == "memory"), key=lambda r: r.info["dim"]):
+        per, goal = m.info["bytes_per_face"], m.info["target_bytes_per_face"]
+        rows.append([
+            f"memory of the exact int8 index, d={m.info['dim']}, 1M",
+            f"{per:.1f} B/face (RSS growth {m.info['rss_growth_per_face']:.1f})",
+            f"<= {goal:.1f} B/face", verdict(per <= goal),
+        ])
+    h1 = find(results, kind="hnsw", engine=HNSW_OURS, batch=1, threads=1)
+    hb = find(results, kind="hnsw", engine=HNSW_OURS, batch=1000, threads=1)
+    if h1 is not None:
+        rows.append([
+            f"HNSW, d={h1.info['dim']}, {h1.info['n'] // 1000}k, 1 query, 1 thread: latency",
+            f"{ms(h1)} ms", f"<= {HNSW_LATENCY_GOAL_MS} ms", verdict(h1.per_query_ms() <= HNSW_LATENCY_GOAL_MS),
+        ])
+    if hb is not None:
+        recall = hb.info["recall_at1_vs_exact_scan"]
+        rows.append([
+            f"HNSW recall@1 against the exact scan ({hb.info['top1_queries']} queries)",
+            f"{recall:.3f}", f">= {HNSW_RECALL_GOAL}", verdict(recall >= HNSW_RECALL_GOAL),
+        ])
+    return table(["target", "measured", "goal", "met"], rows)
+
+
+def scans(results: list[Result], dim: int) -> str:
+    mine = [r for r in results if r.kind == "scan" and r.info["dim"] == dim]
+    rows = []
+    for engine in _ordered_engines((r.info["engine"] for r in mine), ENGINE_ORDER):
+        cell = {(r.info["batch"], r.info["threads"]): r for r in mine if r.info["engine"] == engine}
+        one, batch = cell.get((1, 1)), cell.get((1000, 1))
+        form = (one or batch).info["form"] if (one or batch) else ""
+        fl = floor(results, dim, "i8" if form == "sq8" else form)
+        gbs = None if one is None else one.info["bytes"] / one.min_s / 1e9
+        agree_exact = min(r.info["top1_exact"] for r in cell.values())
+        agree_tie = min(r.info["top1_near_tie"] for r in cell.values())
+        rows.append([
+            engine, ms(one), ms(cell.get((1, 2))), ms(batch), ms(cell.get((1000, 2))),
+            fmt_ratio(ratio(one and one.per_query_ms(), batch and batch.per_query_ms())),
+            fmt_ratio(ratio(one and one.min_s, fl and fl.min_s)),
+            "-" if gbs is None else f"{gbs:.1f}",
+            f"{agree_exact:.3f} / {agree_tie:.3f}",
+        ])
+    header = [
+        "engine", "1 query, 1t (ms)", "1 query, 2t (ms)", "1000 queries, 1t (ms/query)",
+        "1000 queries, 2t (ms/query)", "batch gain, 1t", "1 query 1t vs floor", "GB/s, 1 query 1t",
+        "top-1 = exact / near tie",
+    ]
+    return table(header, rows)
+
+
+def floors(results: list[Result], dim: int) -> str:
+    mine = [r for r in results if r.kind == "floor" and r.info["dim"] == dim]
+    forms = [f for f in ("i8", "f16", "f32") if any(r.info["form"] == f for r in mine)]
+    rows = []
+    read_only = {r.info["method"]: r.info["read_only"] for r in mine}
+    for method, only_reads in read_only.items():
+        threads = next(r.info["threads"] for r in mine if r.info["method"] == method)
+        row = [method + f", {threads}t" + ("" if only_reads else " (read + write)")]
+        for form in forms:
+            r = find(mine, method=method, form=form)
+            row.append("-" if r is None else f"{ms(r)} ms, {r.info['bytes'] / r.min_s / 1e9:.1f} GB/s")
+        rows.append(row)
+    sizes = {f: next(r.info["bytes"] for r in mine if r.info["form"] == f) for f in forms}
+    header = ["read", *(f"{f} ({sizes[f] / 1e6:.0f} MB)" for f in forms)]
+    return table(header, rows)
+
+
+def hnsw(results: list[Result]) -> str:
+    mine = [r for r in results if r.kind in ("hnsw", "hnsw-build")]
+    rows = []
+    for engine in _ordered_engines((r.info["engine"] for r in mine), (HNSW_OURS,)):
+        cell = {(r.info.get("batch"), r.info.get("threads")): r for r in mine if r.info["engine"] == engine and r.kind == "hnsw"}
+        build = find(mine, kind="hnsw-build", engine=engine)
+        any_search = next(iter(cell.values()), None)
+        batch = cell.get((1000, 1))
+        build_1m = "-"
+        if any_search is not None:
+            build_1m = f"{any_search.info['build_s']:.0f} s" + (" (cached)" if any_search.info["build_cached"] else "")
+        rows.append([
+            engine,
+            build_1m,
+            "-" if build is None else f"{build.min_s:.1f} s",
+            ms(cell.get((1, 1))), ms(cell.get((1, 2))), ms(batch), ms(cell.get((1000, 2))),
+            "-" if batch is None else f"{batch.info['recall_at1_vs_exact_scan']:.3f}",
+            "-" if batch is None else f"{batch.info['top1_exact']:.3f} / {batch.info['top1_near_tie']:.3f}",
+            "-" if any_search is None else f"{any_search.info['bytes_per_face']:.0f}",
+        ])
+    header = [
+        "index", "build 1M (2 cores)", "build 100k", "1 query, 1t (ms)", "1 query, 2t (ms)",
+        "1000 queries, 1t (ms/query)", "1000 queries, 2t (ms/query)", "recall@1 vs exact scan",
+        "top-1 vs f32 = exact / near tie", "bytes/face",
+    ]
+    return table(header, rows)
+
+
+def memory(results: list[Result]) -> str:
+    rows = [
+        [
+            str(r.info["dim"]), f"{r.info['bytes_per_face']:.1f}", f"{r.info['rss_growth_per_face']:.1f}",
+            f"{r.info['target_bytes_per_face']:.1f}", f"{r.min_s:.2f} s",
+        ]
+        for r in sorted((r for r in results if r.kind == "memory"), key=lambda r: r.info["dim"])
+    ]
+    return table(["d", "memory_bytes() / face", "RSS growth / face", "target 1.1 x (d + 8)", "build 1M (add 10k at a time)"], rows)
+
+
+def machine(doc: dict[str, Any]) -> str:
+    m = doc.get("machine_info", {})
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    return "\n".join([
+        f"- date: {doc.get('datetime', '?')}",
+        f"- CPU: {m.get('cpu_model', '?')}, {m.get('hardware_threads', '?')} hardware threads",
+        f"- facecore SIMD level: {m.get('facecore_simd_level', '?')} (available: {', '.join(m.get('facecore_available_simd_levels', []))})",
+        f"- {versions}",
+    ])
+
+
+def render(results: list[Result], doc: dict[str, Any]) -> str:
+    parts = ["### Machine", machine(doc), "### Targets", targets(results)]
+    for dim in sorted({int(r.info["dim"]) for r in results if r.kind in ("scan", "floor")}):
+        parts += [f"### Exact scans, N = 1M, d = {dim}", scans(results, dim)]
+        parts += [f"### Read floor, d = {dim} (one pass over the bytes a scan reads)", floors(results, dim)]
+    if any(r.kind.startswith("hnsw") for r in results):
+        parts += ["### HNSW", hnsw(results)]
+    if any(r.kind == "memory" for r in results):
+        parts += ["### Memory per face, exact int8 index", memory(results)]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, help="output of pytest --benchmark-json")
+    parser.add_argument("-o", "--output", type=Path, help="write the markdown here instead of stdout")
+    args = parser.parse_args(argv)
+    results, doc = load(args.json)
+    text = render(results, doc)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
