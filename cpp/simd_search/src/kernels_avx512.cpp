@@ -12,6 +12,8 @@ void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, 
     // One query streams memory: row tiles. Several share each transposed block of rows.
     if (nq >= 4 && d <= avx512::kMaxBatchDim)
         avx512::dot_i8_batch(rows, n, d, q, nq, out);
+    else if (nq == 1 && avx512::dot_i8_one_query(rows, n, d, q, out))
+        return;
     else
         drive_tiles<4, avx512::TileI8>(rows, n, d, q, nq, out);
 }

@@ -63,5 +63,53 @@ struct TileI8 {
     }
 };
 
+// One query, d = 64 * C (+ a masked tail chunk when TAIL): the query stays in registers and four
+// rows are reduced and stored together, with none of the general tile driver's bookkeeping. The
+// single-query scan is the latency path, so this is where its instructions are counted.
+template <int C, bool TAIL>
+static inline void dot_i8_one_query(const int8_t* rows, size_t n, size_t d, const int8_t* q, int32_t* out) {
+    constexpr int K = C + (TAIL ? 1 : 0);
+    const __m512i flip = _mm512_set1_epi8(char(0x80));
+    const __mmask64 tail = tail_mask64(d - 64 * C);
+    __m512i qv[K];
+    for (int c = 0; c < C; ++c) qv[c] = _mm512_loadu_si512(q + 64 * c);
+    if constexpr (TAIL) qv[C] = _mm512_maskz_loadu_epi8(tail, q + 64 * C);
+    const int32_t aux = TileI8::aux(q, d);
+    auto load = [&](const int8_t* row, int c) {
+        if (TAIL && c == C) return _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, row + 64 * c), flip);
+        return _mm512_xor_si512(_mm512_loadu_si512(row + 64 * c), flip);
+    };
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int8_t* r = rows + i * d;
+        __m512i acc[4];
+        for (int t = 0; t < 4; ++t) acc[t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), load(r + t * d, 0), qv[0]);
+        for (int c = 1; c < K; ++c)
+            for (int t = 0; t < 4; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], load(r + t * d, c), qv[c]);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                         _mm_sub_epi32(reduce4_epi32(acc[0], acc[1], acc[2], acc[3]), _mm_set1_epi32(aux)));
+    }
+    for (; i < n; ++i) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int c = 0; c < K; ++c) acc = _mm512_dpbusd_epi32(acc, load(rows + i * d, c), qv[c]);
+        out[i] = _mm512_reduce_add_epi32(acc) - aux;
+    }
+}
+
+// Picks the one-query kernel for d <= 256; returns false for larger d.
+static inline bool dot_i8_one_query(const int8_t* rows, size_t n, size_t d, const int8_t* q, int32_t* out) {
+    switch ((d + 63) / 64 * 2 + (d % 64 != 0)) {
+        case 3: dot_i8_one_query<0, true>(rows, n, d, q, out); return true;
+        case 2: dot_i8_one_query<1, false>(rows, n, d, q, out); return true;
+        case 5: dot_i8_one_query<1, true>(rows, n, d, q, out); return true;
+        case 4: dot_i8_one_query<2, false>(rows, n, d, q, out); return true;
+        case 7: dot_i8_one_query<2, true>(rows, n, d, q, out); return true;
+        case 6: dot_i8_one_query<3, false>(rows, n, d, q, out); return true;
+        case 9: dot_i8_one_query<3, true>(rows, n, d, q, out); return true;
+        case 8: dot_i8_one_query<4, false>(rows, n, d, q, out); return true;
+        default: return false;
+    }
+}
+
 }  // namespace avx512
 }  // namespace facecore
