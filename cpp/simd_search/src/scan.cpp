@@ -31,7 +31,10 @@ inline bool better(const Hit& a, const Hit& b) {
 
 size_t elem_size(Elem e) { return e == Elem::I8 ? 1 : e == Elem::F16 ? 2 : 4; }
 
-constexpr size_t kQueryGroup = 16;
+// Queries scored per pass over a row block. The int8 batch kernel transposes each 16 rows once
+// per group, so a larger group spreads that cost further; the group's scores (group x block
+// floats) stay within L2.
+constexpr size_t kQueryGroup = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 bool any_bit(const uint8_t* bits, int64_t from, int64_t to) {

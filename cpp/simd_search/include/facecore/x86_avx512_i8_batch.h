@@ -57,7 +57,7 @@ static inline void columns_times_queries(const uint32_t* cols, size_t groups, co
 // out[j * n + i] = <rows[i], q[j]> exactly, for d <= kMaxBatchDim.
 static inline void dot_i8_batch(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq,
                                 int32_t* out) {
-    constexpr size_t QC = 16, QB = 8;  // queries prepared together / sharing one pass over a column
+    constexpr size_t QC = 64, QB = 8;  // queries sharing one transpose / one pass over a column
     const size_t groups = (d + 3) / 4;
     alignas(64) uint32_t cols[kMaxBatchDim / 4 * 16];
     uint32_t qpad[QC * (kMaxBatchDim / 4)];
