@@ -213,9 +213,9 @@ class VectorIndex:
         mode: Mode = "auto",
         hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
         threads: int = 0,
-        connectivity: int = 16,
+        connectivity: int = 32,
         expansion_add: int = 128,
-        expansion_search: int = 64,
+        expansion_search: int = 80,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 < dim <= 65536:
             raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
@@ -259,6 +259,20 @@ class VectorIndex:
     @property
     def uses_hnsw(self) -> bool:
         return self._hnsw is not None
+
+    @property
+    def expansion_search(self) -> int:
+        """HNSW search breadth: higher finds true neighbours more often, and costs time."""
+        return int(self._hnsw_params["expansion_search"])
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidArgument(f"expansion_search must be a positive integer, got {value!r}")
+        with self._lock:
+            self._hnsw_params["expansion_search"] = int(value)
+            if self._hnsw is not None:
+                self._hnsw.expansion_search = int(value)
 
     def memory_bytes(self) -> int:
         """Bytes held for this index: vectors, scales, ids and id hash, live mask, HNSW graph."""

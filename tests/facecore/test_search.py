@@ -341,3 +341,12 @@ def test_native_boundary_rejects_bad_buffers() -> None:
         native.search("i8", [(np.ones((20, 8), np.int8), None)], q, None, 1, 1, np.zeros(1, np.uint8), None)
     with pytest.raises(ValueError, match="not available|unknown SIMD level"):
         native.search("i8", [(m, None)], q, None, 1, 1, None, None, "neon" if facecore.simd_level() != "neon" else "avx2")
+
+
+def test_expansion_search_setting() -> None:
+    index = VectorIndex(4, mode="hnsw")
+    index.add([1, 2], np.eye(4, dtype=np.float32)[:2])
+    index.expansion_search = 300
+    assert index.expansion_search == 300 and index.search(np.eye(4, dtype=np.float32)[1], 1).ids[0, 0] == 2
+    with pytest.raises(InvalidArgument, match="expansion_search must be a positive integer"):
+        index.expansion_search = 0
