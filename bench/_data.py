@@ -11,6 +11,7 @@ as ``.npy`` files under ``CACHE_DIR`` so reruns only read them back.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from dataclasses import dataclass
@@ -141,9 +142,22 @@ def agreement(data: Dataset, query_index: np.ndarray, ids: np.ndarray) -> Agreem
 
 
 def rss_bytes() -> int:
-    """Resident set size of this process, from /proc/self/statm."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """Resident anonymous memory of this process (``RssAnon``: heap and anonymous maps, not
+    file pages), after handing freed heap memory back to the system, so that a difference of two
+    readings counts new allocations instead of reused, already resident free memory."""
+    _malloc_trim()
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: readings may then undercount
+        pass
 
 
 def head(data: Dataset, n: int) -> Dataset:

@@ -10,13 +10,13 @@ reference afterwards (topped up with untimed calls to at least ``MIN_CHECKED`` a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from _data import Agreement, Dataset, agreement, rss_bytes
 from threadpoolctl import threadpool_limits
-
-from _data import Agreement, Dataset, agreement
 
 Search = Callable[[np.ndarray, int], np.ndarray]
 
@@ -67,12 +67,14 @@ def measure_search(
     batch: int,
     threads: int,
     min_agreement: float = MIN_AGREEMENT,
+    min_checked: int = MIN_CHECKED,
     budget_s: float = BUDGET_S,
 ) -> Answers:
     """Time ``search`` on ``batch`` queries a call with ``threads`` threads; check every answer.
 
     BLAS and OpenMP pools are limited to ``threads`` for the whole measurement (numpy's matmul);
     the search itself gets ``threads`` too (our kernels, FAISS, USearch take it per call).
+    Untimed calls top the answers up to ``min_checked``.
     Asserts that at least ``min_agreement`` of the answers agree with the reference (same row or a
     near tie, see :func:`_data.agreement`). Fills ``benchmark.extra_info``.
     """
@@ -83,20 +85,29 @@ def measure_search(
 
     def one_call() -> None:
         start = (len(asked) * batch) % n_queries
-        answered.append(np.asarray(search(data.queries[start : start + batch], threads)).reshape(-1))
+        answered.append(
+            np.asarray(search(data.queries[start : start + batch], threads)).reshape(-1)
+        )
         asked.append(start)
 
     with threadpool_limits(limits=threads):
         rounds = warm_up(one_call, budget_s)
         benchmark.pedantic(one_call, rounds=rounds, iterations=1, warmup_rounds=0)
-        while len(asked) * batch < min(MIN_CHECKED, n_queries):
+        while len(asked) * batch < min(min_checked, n_queries):
             one_call()
 
     query_index = np.concatenate([np.arange(start, start + batch) for start in asked])
     ids = np.concatenate(answered)
     agree = agreement(data, query_index, ids)
     benchmark.extra_info.update(
-        n=data.n, dim=data.dim, batch=batch, threads=threads, rounds=rounds, **_prefixed(agree)
+        n=data.n,
+        dim=data.dim,
+        batch=batch,
+        threads=threads,
+        rounds=rounds,
+        checked_queries=int(np.unique(query_index).shape[0]),
+        rss_anon_mb=rss_bytes() / 2**20,
+        **_prefixed(agree),
     )
     assert agree.near_tie >= min_agreement, f"top-1 answers disagree with brute force: {agree}"
     return Answers(query_index, ids, agree)

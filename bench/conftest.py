@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import _data` from the test modules
 
-import _data  # noqa: E402
+import _data
 
 DIMS = (128, 512)
 
@@ -34,13 +34,14 @@ def data(request: pytest.FixtureRequest) -> Iterator[_data.Dataset]:
     gc.collect()  # the arrays die with the fixture; do not wait for the next collection
 
 
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
     """Record what the numbers depend on: SIMD level, cores, library versions."""
+    import facecore
     import faiss
     import numpy
     import usearch
-
-    import facecore
 
     machine_info.update(
         facecore_simd_level=facecore.simd_level(),

@@ -2,7 +2,8 @@
 
 Builds ``facecore.VectorIndex(d, kind="i8", mode="exact")`` from the float32 faces in batches of
 ``ADD_ROWS`` (timed: the build rate) and reports ``memory_bytes() / len(index)`` and the growth of
-the process's resident set while building, against the target 1.1 x (d + 8) bytes a face.
+the process's resident anonymous memory while building (``_data.rss_bytes``), against the target
+1.1 x (d + 8) bytes a face.
 The built index must answer like brute force.
 """
 
@@ -11,17 +12,18 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import facecore
 import numpy as np
 import pytest
-from conftest import DIMS, dim_id
-
-import facecore
 from _data import Dataset, agreement, rss_bytes
 from _harness import MIN_AGREEMENT, MIN_CHECKED
+from conftest import DIMS, dim_id
 
 pytestmark = pytest.mark.parametrize("data", DIMS, indirect=True, ids=dim_id, scope="module")
 
-ADD_ROWS = 10_000  # a server adds small batches; large ones would leave big freed temporaries in RSS
+# Vectors per add(): a server adds small batches (large ones would also leave large freed
+# temporaries behind).
+ADD_ROWS = 10_000
 TARGET_FACTOR = 1.1  # target: bytes per face <= 1.1 x (d + 8)
 
 

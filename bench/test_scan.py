@@ -17,15 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import facecore
 import faiss
 import numpy as np
 import pytest
-from conftest import DIMS, dim_id
-from threadpoolctl import threadpool_limits
-
-import facecore
 from _data import Dataset
 from _harness import MIN_AGREEMENT, Lazy, Search, measure_search, warm_up
+from conftest import DIMS, dim_id
+from threadpoolctl import threadpool_limits
 
 pytestmark = pytest.mark.parametrize("data", DIMS, indirect=True, ids=dim_id, scope="module")
 
@@ -58,7 +57,9 @@ class Prepared(Lazy):
 
     def faiss_sq8(self) -> Any:
         def make() -> Any:
-            index = faiss.IndexScalarQuantizer(self.data.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexScalarQuantizer(
+                self.data.dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
             index.train(self.data.base)
             index.add(self.data.base)
             return index
@@ -87,7 +88,9 @@ def prepared(data: Dataset) -> Iterator[Prepared]:
 def _facecore_i8(level: str | None) -> Callable[[Prepared], Search]:
     def build(p: Prepared) -> Search:
         codes, scales = p.arrays("i8")
-        return lambda q, t: facecore.exact_search(codes, q, 1, scales=scales, threads=t, level=level).ids[:, 0]
+        return lambda q, t: facecore.exact_search(
+            codes, q, 1, scales=scales, threads=t, level=level
+        ).ids[:, 0]
 
     return build
 
@@ -123,7 +126,8 @@ def _faiss(index_of: Callable[[Prepared], Any]) -> Callable[[Prepared], Search]:
 
         def search(q: np.ndarray, threads: int) -> np.ndarray:
             faiss.omp_set_num_threads(threads)
-            return index.search(q, 1)[1][:, 0]
+            _, ids = index.search(q, 1)
+            return np.asarray(ids[:, 0])
 
         return search
 
@@ -209,8 +213,15 @@ def test_floor(benchmark: Any, data: Dataset, prepared: Prepared, form: str, met
         rounds = warm_up(lambda: read(words))
         benchmark.pedantic(read, args=(words,), rounds=rounds, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
-        kind="floor", form=form, method=method, read_only=read_only, threads=threads,
-        n=data.n, dim=data.dim, bytes=prepared.nbytes(form), rounds=rounds,
+        kind="floor",
+        form=form,
+        method=method,
+        read_only=read_only,
+        threads=threads,
+        n=data.n,
+        dim=data.dim,
+        bytes=prepared.nbytes(form),
+        rounds=rounds,
     )
 
 
@@ -220,9 +231,15 @@ def test_floor(benchmark: Any, data: Dataset, prepared: Prepared, form: str, met
 @pytest.mark.parametrize("threads", THREADS, ids=lambda t: f"{t}t")
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"{b}q")
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
-def test_scan(benchmark: Any, data: Dataset, prepared: Prepared, engine: Engine, batch: int, threads: int) -> None:
+def test_scan(
+    benchmark: Any, data: Dataset, prepared: Prepared, engine: Engine, batch: int, threads: int
+) -> None:
     """Top-1 of ``batch`` queries a call over all N faces, checked against brute force."""
     search = engine.build(prepared)
     benchmark.group = _group(data, batch)
-    measure_search(benchmark, data, search, batch=batch, threads=threads, min_agreement=engine.min_agreement)
-    benchmark.extra_info.update(kind="scan", engine=engine.name, form=engine.form, bytes=prepared.nbytes(engine.form))
+    measure_search(
+        benchmark, data, search, batch=batch, threads=threads, min_agreement=engine.min_agreement
+    )
+    benchmark.extra_info.update(
+        kind="scan", engine=engine.name, form=engine.form, bytes=prepared.nbytes(engine.form)
+    )
