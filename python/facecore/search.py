@@ -310,7 +310,7 @@ class VectorIndex:
             if self._live is not None:
                 self._live = np.packbits(self._live_bits(self._live, first, self._rows), bitorder="little")
             if self._hnsw is not None:
-                self._writable_hnsw().add(np.arange(first, self._rows, dtype=np.uint64), self._hnsw_vectors(codes), threads=self.threads)
+                self._writable_hnsw().add(np.arange(first, self._rows, dtype=np.uint64), codes, threads=self.threads)
             elif self.mode == "hnsw" or (self.mode == "auto" and len(self) >= self.hnsw_threshold):
                 self._build_hnsw()
 
@@ -365,12 +365,9 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ HNSW
 
-    def _hnsw_vectors(self, codes: np.ndarray) -> np.ndarray:
-        # int8 codes go in as they are: the graph ranks by cosine, which the per-vector scale
-        # does not change; fp16/fp32 vectors likewise.
-        return codes
-
     def _new_hnsw(self) -> Any:
+        # The graph gets the stored codes as they are (int8 without their scales): it ranks by
+        # cosine, which a per-vector scale does not change.
         from usearch.index import Index
 
         p = self._hnsw_params
@@ -487,7 +484,7 @@ class VectorIndex:
         # Ask the graph for more candidates than k, then rank them with the exact kernel: scores
         # are exact and ranking errors of the graph inside the candidate set are undone.
         count = max(4 * k, 32)
-        found = hnsw.search(self._hnsw_vectors(qv), count, threads=threads)
+        found = hnsw.search(qv, count, threads=threads)
         if hasattr(found, "counts"):  # BatchMatches
             keys, counts = found.keys, found.counts
         else:  # usearch answers a one-row batch with a single Matches
