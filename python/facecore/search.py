@@ -443,12 +443,20 @@ class VectorIndex:
             rows, scores = self._search_hnsw(hnsw, chunks, q, qv, qs, k, nthreads, live)
         else:
             rows, scores = _native.search(self.kind, chunks, qv, qs, k, nthreads, live, None)
-        return SearchResult(self._ids_of(rows), scores)
+        return self._result(rows, scores)
 
-    def _ids_of(self, rows: np.ndarray) -> np.ndarray:
+    def _result(self, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
+        """Rows -> ids. A row removed after the search's snapshot maps to -1: such hits move behind
+        the live ones as misses (id -1, score -inf), like the padding of a short result."""
         with self._lock:
-            ids = self._ids.ids_at(rows.ravel()).reshape(rows.shape)
-        return np.asarray(ids)
+            ids = np.asarray(self._ids.ids_at(rows.ravel())).reshape(rows.shape)
+        gone = ids < 0
+        if gone.any():
+            order = np.argsort(gone, axis=1, kind="stable")
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            scores[np.take_along_axis(gone, order, axis=1)] = -np.inf
+        return SearchResult(ids, scores)
 
     def _scan_allowed(
         self,

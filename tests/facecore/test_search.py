@@ -350,3 +350,16 @@ def test_expansion_search_setting() -> None:
     assert index.expansion_search == 300 and index.search(np.eye(4, dtype=np.float32)[1], 1).ids[0, 0] == 2
     with pytest.raises(InvalidArgument, match="expansion_search must be a positive integer"):
         index.expansion_search = 0
+
+
+def test_hit_removed_after_the_snapshot_becomes_a_miss() -> None:
+    # A search maps rows to ids after its scan; a row removed in between must not surface as a
+    # hit with id -1 in the middle of the ranking.
+    index = VectorIndex(4, kind="f32", mode="exact")
+    index.add([1, 2, 3], np.eye(4, dtype=np.float32)[:3])
+    rows = np.array([[1, 0, 2]], np.int64)  # as a scan before the removal would have ranked them
+    scores = np.array([[0.75, 0.5, 0.25]], np.float32)
+    index.remove([2])  # row 1
+    res = index._result(rows, scores)
+    assert res.ids.tolist() == [[1, 3, -1]]
+    assert res.scores[0, :2].tolist() == [0.5, 0.25] and np.isneginf(res.scores[0, 2])
