@@ -330,6 +330,27 @@ class VectorIndex:
             if self._hnsw is not None:
                 self._writable_hnsw().remove(rows.astype(np.uint64))
 
+    def compact(self) -> None:
+        """Drop removed rows for good: live vectors are copied (as stored, not re-encoded) into
+        fresh chunks, the id table is rebuilt, and the HNSW graph too if there is one (which
+        costs as much as building it). Searches running meanwhile finish on the old arrays."""
+        with self._lock:
+            if self._live is None:
+                return
+            bits = self._live_bits(self._live, self._rows, self._rows)
+            old, starts = self._chunks, self._chunk_starts()
+            ids = np.asarray(self._ids.ids_at(np.flatnonzero(bits).astype(np.int64)))
+            self._chunks, self._rows, self._live = [], 0, None
+            for c, start in zip(old, starts):
+                keep = np.flatnonzero(bits[start : start + c.filled])
+                if keep.size:
+                    self._append(c.matrix[keep], c.scales[keep] if c.scales is not None else None)
+            fresh = _native.IdMap()
+            fresh.restore(ids)
+            self._ids = fresh
+            if self._hnsw is not None:
+                self._build_hnsw()
+
     def _append(self, codes: np.ndarray, scales: np.ndarray | None) -> None:
         done = 0
         n = codes.shape[0]

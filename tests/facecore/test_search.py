@@ -363,3 +363,27 @@ def test_hit_removed_after_the_snapshot_becomes_a_miss() -> None:
     res = index._result(rows, scores)
     assert res.ids.tolist() == [[1, 3, -1]]
     assert res.scores[0, :2].tolist() == [0.5, 0.25] and np.isneginf(res.scores[0, 2])
+
+
+@pytest.mark.parametrize("mode", ["exact", "hnsw"])
+def test_compact_frees_removed_rows(mode: str, tmp_path: Path) -> None:
+    x = face_like(2000, 3, 32, seed=9)
+    ids = np.arange(x.shape[0]) * 2
+    index = VectorIndex(32, mode=mode)  # type: ignore[arg-type]
+    index.add(ids, x)
+    index.remove(ids[::2])
+    before = index.search(x[1::2][:50], 3)
+    size = index.memory_bytes()
+    index.compact()
+    assert len(index) == x.shape[0] // 2 and index.memory_bytes() < size
+    after = index.search(x[1::2][:50], 3)
+    np.testing.assert_array_equal(after.ids[:, 0], before.ids[:, 0])
+    np.testing.assert_array_equal(after.scores[:, 0], before.scores[:, 0])
+    assert not np.isin(index.search(x[::2][:50], 5).ids, ids[::2]).any()
+    index.remove(ids[1:2])  # the rebuilt id table keeps working
+    index.add(ids[:1], x[:1])
+    assert index.search(x[0], 1).ids[0, 0] == ids[0]
+    index.save(tmp_path / "c")
+    assert len(VectorIndex.load(tmp_path / "c")) == len(index)
+    index.compact()  # a second compact after new removals
+    assert index.search(x[0], 1).ids[0, 0] == ids[0]
