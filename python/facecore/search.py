@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -337,14 +337,12 @@ class VectorIndex:
         with self._lock:
             if self._live is None:
                 return
-            bits = self._live_bits(self._live, self._rows, self._rows)
-            old, starts = self._chunks, self._chunk_starts()
-            ids = np.asarray(self._ids.ids_at(np.flatnonzero(bits).astype(np.int64)))
+            parts = list(self._live_parts())
+            rows = [start + keep for _, start, keep in parts] or [np.empty(0, np.int64)]
+            ids = np.asarray(self._ids.ids_at(np.concatenate(rows)))
             self._chunks, self._rows, self._live = [], 0, None
-            for c, start in zip(old, starts):
-                keep = np.flatnonzero(bits[start : start + c.filled])
-                if keep.size:
-                    self._append(c.matrix[keep], c.scales[keep] if c.scales is not None else None)
+            for c, _, keep in parts:
+                self._append(c.matrix[keep], c.scales[keep] if c.scales is not None else None)
             fresh = _native.IdMap()
             fresh.restore(ids)
             self._ids = fresh
@@ -403,12 +401,8 @@ class VectorIndex:
 
     def _build_hnsw(self) -> None:
         index = self._new_hnsw()
-        live = self._live_rows_array()
-        for c, start in zip(self._chunks, self._chunk_starts()):
-            rows = np.arange(start, start + c.filled, dtype=np.int64)
-            keep = rows[np.isin(rows, live, assume_unique=True)] if self._live is not None else rows
-            if keep.size:
-                index.add(keep.astype(np.uint64), np.ascontiguousarray(c.matrix[keep - start]), threads=self.threads)
+        for c, start, keep in self._live_parts():
+            index.add((start + keep).astype(np.uint64), np.ascontiguousarray(c.matrix[keep]), threads=self.threads)
         self._hnsw = index
         self._hnsw_path = None
 
@@ -420,15 +414,16 @@ class VectorIndex:
             self._hnsw_path = None
         return self._hnsw
 
-    def _chunk_starts(self) -> list[int]:
-        starts, s = [], 0
+    def _live_parts(self) -> Iterator[tuple[_Chunk, int, np.ndarray]]:
+        """(chunk, its first global row, its live local rows as int64) for every chunk holding
+        live rows, in row order."""
+        bits = self._live_bits(self._live, self._rows, self._rows)
+        start = 0
         for c in self._chunks:
-            starts.append(s)
-            s += c.filled
-        return starts
-
-    def _live_rows_array(self) -> np.ndarray:
-        return np.flatnonzero(self._live_bits(self._live, self._rows, self._rows)).astype(np.int64)
+            keep = np.flatnonzero(bits[start : start + c.filled]).astype(np.int64)
+            if keep.size:
+                yield c, start, keep
+            start += c.filled
 
     # ------------------------------------------------------------------ search
 

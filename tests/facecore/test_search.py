@@ -387,3 +387,13 @@ def test_compact_frees_removed_rows(mode: str, tmp_path: Path) -> None:
     assert len(VectorIndex.load(tmp_path / "c")) == len(index)
     index.compact()  # a second compact after new removals
     assert index.search(x[0], 1).ids[0, 0] == ids[0]
+
+
+def test_compact_after_removing_everything() -> None:
+    index = VectorIndex(4)
+    index.add([1, 2], np.eye(4, dtype=np.float32)[:2])
+    index.remove([1, 2])
+    index.compact()
+    assert len(index) == 0 and (index.search(np.ones(4, np.float32), 1).ids == -1).all()
+    index.add([1], np.eye(4, dtype=np.float32)[:1])
+    assert index.search(np.eye(4, dtype=np.float32)[0], 1).ids[0, 0] == 1
