@@ -9,13 +9,11 @@ namespace facecore {
 namespace {
 
 void dot_i8(const int8_t* rows, size_t n, size_t d, const int8_t* q, size_t nq, int32_t* out) {
-    // One query streams memory: row tiles. Several share each transposed block of rows.
-    if (nq >= 4 && d <= avx512::kMaxBatchDim)
-        avx512::dot_i8_batch(rows, n, d, q, nq, out);
-    else if (nq == 1 && avx512::dot_i8_one_query(rows, n, d, q, out))
-        return;
-    else
-        drive_tiles<4, avx512::TileI8>(rows, n, d, q, nq, out);
+    // Query groups share each transposed block of rows; one query (d <= 256) keeps itself in
+    // registers; anything else runs the general row tiles.
+    if (nq >= 4 && d <= avx512::kMaxBatchDim) return avx512::dot_i8_batch(rows, n, d, q, nq, out);
+    if (nq == 1 && avx512::dot_i8_one_query(rows, n, d, q, out)) return;
+    drive_tiles<4, avx512::TileI8>(rows, n, d, q, nq, out);
 }
 void dot_f16(const uint16_t* rows, size_t n, size_t d, const float* q, size_t nq, float* out) {
     drive_tiles<4, avx512::TileF<uint16_t>>(rows, n, d, q, nq, out);
