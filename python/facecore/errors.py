@@ -33,3 +33,15 @@ class UnknownId(FaceCoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class ImageUnreadable(FaceCoreError, ValueError):
+    """The bytes are not an image we can decode (not an image, truncated, too small)."""
+
+    code = 222203
+
+
+class ImageTooLarge(FaceCoreError, ValueError):
+    """The image's dimensions exceed the pixel limit (refused from the header, before decoding)."""
+
+    code = 222304
