@@ -1,0 +1,85 @@
+"""Verification metrics for face embeddings: pair accuracy, FAR thresholds, ROC.
+
+Used by tools/calibrate.py (score calibration), the LFW tests and bench/, and usable on a customer's
+own labelled photos. Similarities are cosine similarities (higher = more alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def best_threshold_accuracy(sims: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(accuracy, threshold) of the best single threshold `sim >= t` on these pairs."""
+    s = np.asarray(sims, dtype=np.float64)
+    y = np.asarray(same, dtype=bool)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    # Predict "same" for the first k pairs (k = 0..n): correct = same among first k + diff after k.
+    tp = np.concatenate([[0], np.cumsum(y_sorted)])
+    fp = np.concatenate([[0], np.cumsum(~y_sorted)])
+    correct = tp + (np.count_nonzero(~y) - fp)
+    # Only cut between distinct values.
+    valid = np.ones(len(s) + 1, dtype=bool)
+    valid[1:-1] = s_sorted[:-1] != s_sorted[1:]
+    k = int(np.argmax(np.where(valid, correct, -1)))
+    if k == 0:
+        t = float(s_sorted[0]) + 1e-6
+    elif k == len(s):
+        t = float(s_sorted[-1])
+    else:
+        t = float((s_sorted[k - 1] + s_sorted[k]) / 2)
+    return float(correct[k]) / len(s), t
+
+
+def cross_validated_accuracy(sims: np.ndarray, same: np.ndarray, folds: np.ndarray) -> float:
+    """Mean accuracy over folds, each tested at the threshold chosen on the other folds."""
+    s, y, f = np.asarray(sims), np.asarray(same, dtype=bool), np.asarray(folds)
+    accs = []
+    for k in np.unique(f):
+        _, t = best_threshold_accuracy(s[f != k], y[f != k])
+        accs.append(float(np.mean((s[f == k] >= t) == y[f == k])))
+    return float(np.mean(accs))
+
+
+def threshold_at_far(impostor_sims: np.ndarray, far: float) -> float:
+    """Smallest threshold t such that the fraction of impostor pairs with sim >= t is <= far."""
+    s = np.sort(np.asarray(impostor_sims, dtype=np.float64))[::-1]
+    allowed = int(np.floor(far * len(s)))  # impostors that may pass
+    if allowed >= len(s):
+        return float(s[-1])
+    # Pass the first `allowed` (strictly above s[allowed]); the threshold sits just above s[allowed].
+    return float(np.nextafter(s[allowed], np.inf))
+
+
+@dataclass(frozen=True)
+class RocPoint:
+    far: float
+    threshold: float
+    tar: float  # fraction of genuine pairs with sim >= threshold
+    impostors_passing: int
+
+
+def roc(genuine: np.ndarray, impostor: np.ndarray, fars: list[float]) -> list[RocPoint]:
+    g = np.asarray(genuine, dtype=np.float64)
+    i = np.asarray(impostor, dtype=np.float64)
+    out = []
+    for far in fars:
+        t = threshold_at_far(i, far)
+        out.append(RocPoint(far, t, float(np.mean(g >= t)), int(np.count_nonzero(i >= t))))
+    return out
+
+
+def all_pairs(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) cosine similarities over every unordered pair of rows.
+
+    `embeddings` unit-norm (n, d); `labels` identity per row. Memory: one n x n float32 matrix."""
+    e = np.asarray(embeddings, dtype=np.float32)
+    lab = np.asarray(labels)
+    sims = e @ e.T
+    iu = np.triu_indices(len(e), k=1)
+    same = lab[iu[0]] == lab[iu[1]]
+    flat = sims[iu]
+    return flat[same], flat[~same]
