@@ -13,7 +13,9 @@ MODELS_DIR = REPO / "models" / "onnx"  # built by `make models` before the tests
 MODEL_SOURCES = REPO / "models" / "src"  # the pinned source archives, unpacked (parity tests)
 
 
-def face_like(n_identities: int, per_identity: int, dim: int, seed: int, noise: float = 0.6) -> np.ndarray:
+def face_like(
+    n_identities: int, per_identity: int, dim: int, seed: int, noise: float = 0.6
+) -> np.ndarray:
     """Unit vectors around random identity centres: like face embeddings of several people,
     where two samples of one person have cosine ~0.7 and different people ~0."""
     rng = np.random.default_rng(seed)

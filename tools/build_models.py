@@ -68,7 +68,9 @@ def _up_to_date(manifest: dict[str, Any], builder: str, out: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=REPO / "models" / "onnx")
     ap.add_argument("--cache", type=Path, default=REPO / "models" / "src")
     ap.add_argument("--only", nargs="*", choices=sorted(BUILDERS), default=None)

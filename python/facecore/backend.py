@@ -70,8 +70,10 @@ class OnnxRuntimeBackend:
         try:
             entry = self.manifest["models"][role]
         except KeyError:
-            raise ModelsMissing(f"no model for role {role!r} in {self.models_dir}/manifest.json") from None
-        path = self.models_dir / entry["file"]
+            raise ModelsMissing(
+                f"no model for role {role!r} in {self.models_dir}/manifest.json"
+            ) from None
+        path = self.models_dir / str(entry["file"])
         if not path.exists():
             raise ModelsMissing(f"{path} listed in the manifest is missing: run `make models`")
         return path

@@ -65,7 +65,12 @@ def nms(
         return np.zeros((0,), np.intp)
     if not use_min:
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1)
-        keep = cv2.dnn.NMSBoxes(xywh.astype(np.float64), scores.astype(np.float32), 0.0, threshold)
+        keep = cv2.dnn.NMSBoxes(
+            xywh.astype(np.float64),  # type: ignore[arg-type]  # the stubs want lists
+            scores.astype(np.float32),  # type: ignore[arg-type]
+            0.0,
+            threshold,
+        )
         return np.asarray(keep, np.intp).reshape(-1)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     area = (x2 - x1) * (y2 - y1)

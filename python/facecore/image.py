@@ -57,10 +57,8 @@ class _open:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 img = Image.open(io.BytesIO(self.data))
-            except Image.DecompressionBombError:
-                raise ImageTooLarge(
-                    f"image header claims over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
-                ) from None
+            except Image.DecompressionBombError as e:
+                raise ImageTooLarge(f"image header claims too many pixels: {e}") from None
             except UnidentifiedImageError:
                 raise ImageUnreadable(
                     "not an image in a supported format (JPEG, PNG, BMP, WebP, TIFF, GIF)"

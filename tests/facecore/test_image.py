@@ -8,10 +8,10 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
 from facecore.image import decode_image, image_size
+from PIL import Image
+
 from tests.conftest import SHARED_DATA
 
 LFW_IMAGE = SHARED_DATA / "lfw" / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"
@@ -113,10 +113,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return (
-            len(body).to_bytes(4, "big")
-            + kind
-            + body
-            + zlib.crc32(kind + body).to_bytes(4, "big")
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
         )
 
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])

