@@ -392,6 +392,48 @@ def memory(results: list[Result]) -> str:
     )
 
 
+def pipeline(results: list[Result]) -> str:
+    """End-to-end detect+align+embed against face_recognition, per-stage latency, LFW accuracy."""
+    parts = []
+    rows = []
+    for threads in sorted({int(r.info["threads"]) for r in results if r.kind == "pipeline"}):
+        ours = find(results, kind="pipeline", engine="facecore", threads=threads)
+        ref = find(results, kind="pipeline", engine="face_recognition", threads=threads)
+        rows.append([str(threads), ms(ours), ms(ref), fmt_ratio(ratio(fastest(ref), fastest(ours)))])
+    if rows:
+        parts += [
+            "End-to-end detect + align + embed, 640x480 photo, one face (`../shared/data/spoof/image_T1.jpg`):",
+            table(["threads", "FaceCore (ms)", "face_recognition, dlib (ms)", "speed-up"], rows),
+        ]
+    stages = sorted({str(r.info["stage"]) for r in results if r.kind == "stage"})
+    threads_all = sorted({int(r.info["threads"]) for r in results if r.kind == "stage"})
+    if stages:
+        rows = [
+            [stage] + [ms(find(results, kind="stage", stage=stage, threads=t)) for t in threads_all]
+            for stage in stages
+        ]
+        parts += [
+            "Per stage, same photo (`age_gender` and `quality` are whole `detect` calls with that field):",
+            table(["stage"] + [f"{t} thread{'s' if t > 1 else ''} (ms)" for t in threads_all], rows),
+        ]
+    lfw = find(results, kind="lfw")
+    if lfw is not None:
+        rows = [
+            [
+                name,
+                f"{lfw.info[name]['accuracy'] * 100:.2f}%",
+                f"{lfw.info[name]['accuracy_4fold_cv'] * 100:.2f}%",
+                str(lfw.info[name]["images_without_face"]),
+            ]
+            for name in ("facecore", "face_recognition")
+        ]
+        parts += [
+            "LFW developer pairs (2,400), best threshold and 4-fold cross-validated:",
+            table(["pipeline", "accuracy", "4-fold", "images without a face"], rows),
+        ]
+    return "\n\n".join(parts)
+
+
 def machine(doc: dict[str, Any]) -> str:
     m = doc.get("machine_info", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
@@ -415,7 +457,9 @@ def _commit(doc: dict[str, Any]) -> str:
 
 def render(results: list[Result], doc: dict[str, Any]) -> str:
     note = "Times: fastest round (median round in brackets); ratios use the fastest rounds."
-    parts = ["### Machine", machine(doc), note, "### Targets", targets(results)]
+    parts = ["### Machine", machine(doc), note]
+    if any(r.kind in ("scan", "floor") for r in results):
+        parts += ["### Targets", targets(results)]
     for dim in sorted({int(r.info["dim"]) for r in results if r.kind in ("scan", "floor")}):
         parts += [f"### Exact scans, N = 1M, d = {dim}", scans(results, dim)]
         parts += [
@@ -431,6 +475,8 @@ def render(results: list[Result], doc: dict[str, Any]) -> str:
         ]
     if any(r.kind == "memory" for r in results):
         parts += ["### Memory per face, exact int8 index", memory(results)]
+    if any(r.kind in ("pipeline", "stage", "lfw") for r in results):
+        parts += ["### Face pipeline", pipeline(results)]
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,0 +1,121 @@
+"""LFW embeddings of both pipelines, cached: FaceCore's engine and face_recognition's dlib pipeline.
+
+The reference is face_recognition 1.3.0 exactly as its users call it: `face_locations` (dlib HOG,
+upsample 1) then `face_encodings` (dlib 5-point predictor, dlib ResNet descriptor, 1 jitter), on
+the same decoded RGB arrays. For each image the face nearest the centre is used; where a pipeline
+finds no face, pairs with that image count as "different" (cosine -1), which is what a user of
+that pipeline would get. Cached in /tmp/facecore-bench/lfw-<pipeline>.npz (3,074 images take
+~10 min for the reference on one core).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LFW = REPO.parent / "shared" / "data" / "lfw"
+CACHE = Path("/tmp/facecore-bench")
+
+
+def lfw_images() -> list[Path]:
+    return sorted((LFW / "images").glob("*/*.jpg"))
+
+
+def _nearest_centre(boxes: list[np.ndarray], w: int, h: int) -> int:
+    c = np.array([w / 2, h / 2])
+    return int(np.argmin([np.linalg.norm(b.reshape(2, 2).mean(0) - c) for b in boxes]))
+
+
+def reference_embeddings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """face_recognition's pipeline: (unit-norm embeddings (n,128), found (n,))."""
+    import face_recognition
+    from facecore.image import decode_image
+
+    emb = np.zeros((len(paths), 128), dtype=np.float32)
+    found = np.zeros(len(paths), dtype=bool)
+    for i, p in enumerate(paths):
+        rgb = np.ascontiguousarray(decode_image(p.read_bytes())[:, :, ::-1])
+        locs = face_recognition.face_locations(rgb, number_of_times_to_upsample=1, model="hog")
+        if not locs:
+            continue
+        boxes = [np.array([l, t, r, b], dtype=np.float64) for t, r, b, l in locs]
+        k = _nearest_centre(boxes, rgb.shape[1], rgb.shape[0])
+        enc = face_recognition.face_encodings(rgb, [locs[k]], num_jitters=1, model="small")[0]
+        emb[i] = enc / np.linalg.norm(enc)
+        found[i] = True
+    return emb, found
+
+
+def facecore_embeddings(paths: list[Path], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    from facecore.engine import Engine
+    from facecore.image import decode_image
+
+    engine = Engine(threads=threads)
+    emb = np.zeros((len(paths), 128), dtype=np.float32)
+    found = np.zeros(len(paths), dtype=bool)
+    for i, p in enumerate(paths):
+        img = decode_image(p.read_bytes())
+        faces = engine.detect(img, max_faces=10, fields=("embedding",))
+        if not faces:
+            continue
+        k = _nearest_centre([f.box for f in faces], img.shape[1], img.shape[0])
+        e = faces[k].embedding
+        assert e is not None
+        emb[i], found[i] = e, True
+    return emb, found
+
+
+def cached(
+    name: str, paths: list[Path], make: object, key: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of pipeline `name`, from /tmp/facecore-bench when the file list matches."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    f = CACHE / f"lfw-{name}{key}.npz"
+    names = np.array([str(p.relative_to(LFW)) for p in paths])
+    if f.exists():
+        z = np.load(f)
+        if np.array_equal(z["names"], names):
+            return z["emb"], z["found"]
+    t0 = time.perf_counter()
+    emb, found = make(paths)  # type: ignore[operator]
+    np.savez(f, emb=emb, found=found, names=names, seconds=time.perf_counter() - t0)
+    return emb, found
+
+
+def pair_sims(
+    emb: np.ndarray, found: np.ndarray, paths: list[Path]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine per pairs.txt line, same per line); a missing face gives -1."""
+    index = {str(p.relative_to(LFW)): i for i, p in enumerate(paths)}
+    a, b, same = [], [], []
+    for line in (LFW / "pairs.txt").read_text().split("\n"):
+        if line.strip():
+            x, y, s = line.split()
+            a.append(index[x])
+            b.append(index[y])
+            same.append(s == "1")
+    ia, ib = np.array(a), np.array(b)
+    sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
+    return np.where(found[ia] & found[ib], sims, -1.0), np.array(same)
+
+
+if __name__ == "__main__":  # precompute the reference cache: python bench/_lfw.py
+    import sys
+
+    sys.path.insert(0, str(REPO / "python"))
+    ps = lfw_images()
+    e, fnd = cached("reference", ps, reference_embeddings)
+    from facecore.evaluation import best_threshold_accuracy
+
+    s, y = pair_sims(e, fnd, ps)
+    print(
+        "reference: faces found",
+        int(fnd.sum()),
+        "of",
+        len(ps),
+        "accuracy",
+        best_threshold_accuracy(s, y),
+    )
