@@ -65,7 +65,7 @@ UNSUPPORTED = {
     "face_shape": "no labelled data or model to check a face-shape rule against",
     "face_type": "no human/cartoon classifier in a registry package",
     "parsing": "no face-parsing (segmentation) model in a registry package",
-    "occlusion": "no method passed our pasted-patch test without a model trained on licensed data",
+    "occlusion": "needs a model trained on occluded faces; none ships under a usable licence",
 }
 
 ALIGNMENTS = ("dual", "mtcnn", "dlib5")
