@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 MODELS_DIR = REPO / "models" / "onnx"  # built by `make models` before the tests run
 MODEL_SOURCES = REPO / "models" / "src"  # the pinned source archives, unpacked (parity tests)
+# The installed package does not know where the checkout is: point it at this one's models.
+os.environ.setdefault("FACECORE_MODELS", str(MODELS_DIR))
 
 
 def face_like(

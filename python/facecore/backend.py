@@ -19,13 +19,20 @@ import numpy as np
 
 from facecore.errors import FaceCoreError
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models" / "onnx"
+# In a source checkout (python/facecore/ imported in place) the repository's models/onnx.
+_SOURCE_TREE_MODELS = Path(__file__).resolve().parents[2] / "models" / "onnx"
 
 
 def default_models_dir() -> Path:
-    """`FACECORE_MODELS` if set, else the repository's `models/onnx`."""
+    """Where models are read from: `FACECORE_MODELS` if set, else `./models/onnx` when the current
+    directory has one (`make serve` runs from the repository root), else the source tree's."""
     env = os.environ.get("FACECORE_MODELS")
-    return Path(env) if env else REPO_MODELS
+    if env:
+        return Path(env)
+    cwd = Path.cwd() / "models" / "onnx"
+    if (cwd / "manifest.json").exists():
+        return cwd
+    return _SOURCE_TREE_MODELS
 
 
 class ModelsMissing(FaceCoreError):
@@ -45,7 +52,10 @@ class Backend(Protocol):
 def load_manifest(models_dir: Path) -> dict[str, Any]:
     path = models_dir / "manifest.json"
     if not path.exists():
-        raise ModelsMissing(f"{path} not found: build the models with `make models`")
+        raise ModelsMissing(
+            f"{path} not found: build the models with `make models`, "
+            "or set FACECORE_MODELS to the directory that holds them"
+        )
     manifest: dict[str, Any] = json.loads(path.read_text())
     return manifest
 
