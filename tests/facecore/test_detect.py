@@ -24,7 +24,13 @@ ROLES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 
 # The five PASCAL VOC photos whose counts in faces.csv are dlib's hand annotations. Most of those
 # faces are ~37 px: MTCNN boxes of them are only 26-35 px wide, below the default min_face of 40.
-VOC = ("2007_007763.jpg", "2008_002079.jpg", "2008_002470.jpg", "2008_004176.jpg", "2008_007676.jpg")
+VOC = (
+    "2007_007763.jpg",
+    "2008_002079.jpg",
+    "2008_002470.jpg",
+    "2008_004176.jpg",
+    "2008_007676.jpg",
+)
 
 
 def _hog_boxes(file: str) -> list[tuple[int, int, int, int]]:
