@@ -1,22 +1,25 @@
 """The face library: appids -> groups -> users -> faces, on RocksDB, with one int8 index per group.
 
-Durability and atomicity: every operation is one RocksDB write batch (WAL on); in-memory state (the
-per-group VectorIndex and its row table) changes only after the batch is written, under the group's
-write lock, so a search sees either all of an operation or none of it. Searches take no lock: they
-read the index (itself safe for concurrent search and add) and the row table, whose entries for a
-row are complete before the row is added to the index.
+Durability and atomicity: every operation is one RocksDB write batch (WAL on); the in-memory index
+of a group changes only after the batch is written, under the group's write lock, so a search sees
+either all of an operation or none of it. Searches take no lock: the index is safe for concurrent
+search and add, and everything else a search needs is read from RocksDB.
+
+Memory: per face only the group's int8 index (about d + 20 bytes). Who a row belongs to, its token
+and its fp32 embedding live in RocksDB and are fetched for the few candidates of a search.
 
 Key layout (docs/storage.md): all keys are UTF-8, fields separated by "/", which no id may contain.
-    G/{appid}/{group}                  group: JSON {ctime, next_row, deleting}
+    G/{appid}/{group}                  group: JSON {ctime, deleting}
     U/{appid}/{group}/{user}           user: JSON {user_info, ctime}
-    F/{appid}/{group}/{user}/{token}   face: row int64, ctime int64, box 4 x f32, embedding d x f32
-    T/{appid}/{group}/{token}          token -> user (uniqueness inside a group, delete by token)
+    F/{appid}/{group}/{user}/{token}   face: row int64, ctime int64, box 4 x f32
+    R/{appid}/{group}/{row:016x}       row: embedding d x f32, token 16 bytes, user id
+    T/{appid}/{group}/{token}          token -> row int64 + user id
     I/{appid}/{group}/{token}          registration image bytes (for reindex)
     D/{token}                          detected-face token: ts int64, embedding, attributes JSON
     E/{ts:016x}/{token}                eviction order of detected-face tokens
     K/{namespace}/{key}                small metadata for tools (the import journal)
 
-On open, each group's index is rebuilt from its F/ keys, or loaded from `indexes/` when the saved
+On open, each group's index is rebuilt from its R/ keys, or loaded from `indexes/` when the saved
 snapshot provably matches the store: the snapshot records RocksDB's latest sequence number at save
 time, and any write after it changes that number.
 """
@@ -35,17 +38,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
-
 from facecore.errors import FaceCoreError, InvalidArgument
 from facecore.score import score_to_similarity, similarity_to_score
 from facecore.search import VectorIndex
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _ID = re.compile(r"^[A-Za-z0-9_]+$")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 RESERVED = frozenset({"all", "self", "me", "this", "next"})
 MAX_GROUPS_PER_SEARCH = 10
-_FACE_HEAD = struct.Struct("<qq4f")  # row, ctime, box
+_FACE = struct.Struct("<qq4f")  # F/ value: row, ctime, box
+_ROW = struct.Struct("<q")  # T/ value head: row (then the user id)
 _SNAPSHOT_FORMAT = 1
 
 
@@ -126,55 +129,20 @@ def check_page(start: object, length: object) -> tuple[int, int]:
     return start, length
 
 
-class _Group:
-    """In-memory state of one (appid, group): the index and the row table.
+def _end(prefix: bytes) -> bytes:
+    """The first key after every key that starts with `prefix` (which ends with "/")."""
+    return prefix[:-1] + b"0"  # "0" follows "/"
 
-    Rows are assigned in order and never reused; `users[row]` / `tokens[row]` describe row `row`
-    (an index into `user_names`, -1 for a removed row). Writers hold `lock`; readers take none.
-    """
+
+class _Group:
+    """In-memory state of one (appid, group). Writers hold `lock`; readers take none."""
 
     def __init__(self, dim: int) -> None:
         self.index = VectorIndex(dim, kind="i8")
         self.lock = threading.Lock()
-        self.user_rows: dict[str, set[int]] = {}
-        self.user_ids: dict[str, int] = {}
-        self.user_names: list[str] = []
-        self.users = np.full(1024, -1, np.int32)
-        self.tokens = np.zeros((1024, 16), np.uint8)
-        self.token_rows: dict[str, int] = {}
-        self.next_row = 0
+        self.next_row = 0  # rows are assigned in order and never reused
+        self.faces = 0
         self.deleting = False
-
-    def set_row(self, row: int, user: str, token: str) -> None:
-        if row >= len(self.users):
-            grow = max(row + 1, 2 * len(self.users))
-            users = np.full(grow, -1, np.int32)
-            users[: len(self.users)] = self.users
-            tokens = np.zeros((grow, 16), np.uint8)
-            tokens[: len(self.tokens)] = self.tokens
-            self.tokens, self.users = tokens, users  # readers see old or new arrays, both valid
-        uid = self.user_ids.get(user)
-        if uid is None:
-            uid = len(self.user_names)
-            self.user_names.append(user)
-            self.user_ids[user] = uid
-        self.tokens[row] = np.frombuffer(bytes.fromhex(token), np.uint8)
-        self.users[row] = uid
-        self.next_row = max(self.next_row, row + 1)
-        self.user_rows.setdefault(user, set()).add(row)
-        self.token_rows[token] = row
-
-    def clear_row(self, row: int, user: str, token: str) -> None:
-        self.users[row] = -1
-        rows = self.user_rows.get(user)
-        if rows is not None:
-            rows.discard(row)
-            if not rows:
-                del self.user_rows[user]
-        self.token_rows.pop(token, None)
-
-    def faces(self) -> int:
-        return len(self.token_rows)
 
 
 class FaceLibrary:
@@ -201,7 +169,7 @@ class FaceLibrary:
         self._wopts = WriteOptions()
         self._wopts.sync = sync_writes  # False: survives a process kill, not a power cut
         self._groups: dict[tuple[str, str], _Group] = {}
-        self._meta_lock = threading.Lock()  # group creation/removal and the group table
+        self._meta_lock = threading.Lock()  # adds (which may create groups) and the group table
         self._token_lock = threading.Lock()
         self._deleters: list[threading.Thread] = []
         self._closed = False
@@ -211,74 +179,69 @@ class FaceLibrary:
     # ------------------------------------------------------------------ lifecycle
 
     def _open(self) -> None:
-        loaded = self._load_snapshot()
+        self._load_snapshot()
         for key, value in self._iter_prefix(b"G/"):
             _, appid, group = key.decode().split("/")
-            meta = json.loads(value)
-            if (appid, group) in self._groups:
-                self._groups[(appid, group)].deleting = meta.get("deleting", False)
-                continue
-            if meta.get("deleting", False):
-                g = _Group(self.dim)  # its deletion resumes below; no index needed
-                g.deleting = True
-            else:
-                g = self._rebuild(appid, group)
-            self._groups[(appid, group)] = g
-        del loaded
+            deleting = bool(json.loads(value).get("deleting", False))
+            if (appid, group) not in self._groups:
+                if deleting:
+                    g = _Group(self.dim)  # its deletion resumes below; no index needed
+                else:
+                    g = self._rebuild(appid, group)
+                self._groups[(appid, group)] = g
+            self._groups[(appid, group)].deleting = deleting
         for (appid, group), g in list(self._groups.items()):
             if g.deleting:
                 self._start_delete(appid, group)
 
     def _rebuild(self, appid: str, group: str) -> _Group:
+        """A group's index from its R/ records (one sequential scan, in row order)."""
         g = _Group(self.dim)
-        prefix = f"F/{appid}/{group}/".encode()
-        rows, vecs = [], []
+        prefix = f"R/{appid}/{group}/".encode()
+        width = 4 * self.dim
+        rows: list[int] = []
+        vecs: list[bytes] = []
         for key, value in self._iter_prefix(prefix):
-            _, _, _, user, token = key.decode().split("/")
-            row = _FACE_HEAD.unpack_from(value)[0]
-            g.set_row(row, user, token)
-            rows.append(row)
-            vecs.append(np.frombuffer(value, np.float32, self.dim, _FACE_HEAD.size))
+            rows.append(int(key[len(prefix) :], 16))
+            vecs.append(value[:width])
             if len(rows) == 65536:
-                g.index.add(np.array(rows, np.int64), np.stack(vecs))
+                self._add_rows(g, rows, vecs)
                 rows, vecs = [], []
         if rows:
-            g.index.add(np.array(rows, np.int64), np.stack(vecs))
+            self._add_rows(g, rows, vecs)
         return g
+
+    def _add_rows(self, g: _Group, rows: list[int], vecs: list[bytes]) -> None:
+        emb = np.frombuffer(b"".join(vecs), np.float32).reshape(len(rows), self.dim)
+        g.index.add(np.array(rows, np.int64), emb)
+        g.faces += len(rows)
+        g.next_row = max(g.next_row, rows[-1] + 1)
 
     def _snapshot_dir(self) -> Path:
         return self.path / "indexes"
 
-    def _load_snapshot(self) -> bool:
+    def _load_snapshot(self) -> None:
         d = self._snapshot_dir()
         manifest = d / "manifest.json"
         if not manifest.exists():
-            return False
+            return
         try:
             m = json.loads(manifest.read_text())
             if m.get("format") != _SNAPSHOT_FORMAT or m.get("dim") != self.dim:
-                return False
+                return
             if m.get("sequence") != self._db.latest_sequence_number():
-                return False  # the store changed after the snapshot: rebuild
+                return  # the store changed after the snapshot: rebuild
             groups = {}
             for entry in m["groups"]:
                 g = _Group(self.dim)
                 g.index = VectorIndex.load(str(d / entry["index"]))
-                table = np.load(d / entry["table"], allow_pickle=False)
-                g.user_names = [str(u) for u in table["user_names"]]
-                g.user_ids = {u: i for i, u in enumerate(g.user_names)}
-                g.users = table["users"].copy()
-                g.tokens = table["tokens"].copy()
-                g.next_row = int(table["next_row"][0])
-                for row in np.nonzero(g.users >= 0)[0]:
-                    user = g.user_names[g.users[row]]
-                    g.user_rows.setdefault(user, set()).add(int(row))
-                    g.token_rows[bytes(g.tokens[row]).hex()] = int(row)
+                g.next_row, g.faces = int(entry["next_row"]), int(entry["faces"])
+                if len(g.index) != g.faces:
+                    return
                 groups[(entry["appid"], entry["group"])] = g
         except (OSError, ValueError, KeyError, FaceCoreError):
-            return False
+            return
         self._groups.update(groups)
-        return True
 
     def _save_snapshot(self) -> None:
         d = self._snapshot_dir()
@@ -290,15 +253,14 @@ class FaceLibrary:
             if g.deleting:
                 continue
             g.index.save(str(tmp / f"{i}.idx"))
-            np.savez(
-                tmp / f"{i}.npz",
-                user_names=np.array(g.user_names, dtype=str),
-                users=g.users,
-                tokens=g.tokens,
-                next_row=np.array([g.next_row], np.int64),
-            )
             entries.append(
-                {"appid": appid, "group": group, "index": f"{i}.idx", "table": f"{i}.npz"}
+                {
+                    "appid": appid,
+                    "group": group,
+                    "index": f"{i}.idx",
+                    "next_row": g.next_row,
+                    "faces": g.faces,
+                }
             )
         self._db.flush()
         manifest = {
@@ -312,6 +274,7 @@ class FaceLibrary:
         tmp.rename(d)
 
     def close(self) -> None:
+        """Wait for running group deletions, save the index snapshot, close the store."""
         if self._closed:
             return
         self.wait_deletions()
@@ -340,6 +303,13 @@ class FaceLibrary:
             raise RuntimeError(f"store inconsistency: {key} is missing")
         return value
 
+    def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.items(from_key=prefix):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
     def _group(self, appid: str, group: str, *, missing: int = 223100) -> _Group:
         g = self._groups.get((appid, group))
         if g is None:
@@ -354,18 +324,50 @@ class FaceLibrary:
             raise InvalidArgument(f"embedding must be finite float32 of shape ({self.dim},)")
         return e
 
-    def _face_value(self, row: int, ctime: int, face: NewFace) -> bytes:
-        box = [float(v) for v in face.box]
-        return _FACE_HEAD.pack(row, ctime, *box) + self._embedding(face.embedding).tobytes()
+    def _user_faces(self, appid: str, group: str, user: str) -> list[tuple[str, int, int]]:
+        """(token, row, ctime) of the user's faces in the group, by token."""
+        prefix = f"F/{appid}/{group}/{user}/".encode()
+        out = []
+        for key, value in self._iter_prefix(prefix):
+            row, ctime = _FACE.unpack_from(value)[:2]
+            out.append((key[len(prefix) :].decode(), int(row), int(ctime)))
+        return out
 
-    def _create_group(self, appid: str, group: str, batch: WriteBatch) -> _Group:
-        """A new group's state, its G/ key put in `batch` (registered once the batch is written)."""
-        g = _Group(self.dim)
+    def _put_face(
+        self,
+        batch: WriteBatch,
+        appid: str,
+        group: str,
+        user: str,
+        row: int,
+        now: int,
+        face: NewFace,
+    ) -> None:
+        token = face.face_token
+        box = [float(v) for v in face.box]
+        emb = self._embedding(face.embedding)
+        batch.put(f"F/{appid}/{group}/{user}/{token}".encode(), _FACE.pack(row, now, *box))
+        batch.put(f"T/{appid}/{group}/{token}".encode(), _ROW.pack(row) + user.encode())
         batch.put(
-            f"G/{appid}/{group}".encode(),
-            json.dumps({"ctime": int(time.time()), "deleting": False}).encode(),
+            f"R/{appid}/{group}/{row:016x}".encode(),
+            emb.tobytes() + bytes.fromhex(token) + user.encode(),
         )
-        return g
+        if face.image is not None:
+            batch.put(f"I/{appid}/{group}/{token}".encode(), bytes(face.image))
+
+    def _delete_face(
+        self, batch: WriteBatch, appid: str, group: str, user: str, token: str, row: int
+    ) -> None:
+        batch.delete(f"F/{appid}/{group}/{user}/{token}".encode())
+        batch.delete(f"T/{appid}/{group}/{token}".encode())
+        batch.delete(f"R/{appid}/{group}/{row:016x}".encode())
+        batch.delete(f"I/{appid}/{group}/{token}".encode())
+
+    def _token_owner(self, appid: str, group: str, token: str) -> tuple[int, str] | None:
+        value = self._get(f"T/{appid}/{group}/{token}")
+        if value is None:
+            return None
+        return int(_ROW.unpack_from(value)[0]), value[_ROW.size :].decode()
 
     # ------------------------------------------------------------------ groups
 
@@ -378,9 +380,13 @@ class FaceLibrary:
                     raise _err(223128, f"group {group!r} is being deleted")
                 raise _err(223101, f"group {group!r} already exists")
             batch = WriteBatch(raw_mode=True)
-            g = self._create_group(appid, group, batch)
+            self._put_group(batch, appid, group)
             self._write(batch)
-            self._groups[(appid, group)] = g
+            self._groups[(appid, group)] = _Group(self.dim)
+
+    def _put_group(self, batch: WriteBatch, appid: str, group: str) -> None:
+        meta = {"ctime": int(time.time()), "deleting": False}
+        batch.put(f"G/{appid}/{group}".encode(), json.dumps(meta).encode())
 
     def group_list(self, appid: str, start: int = 0, length: int = 100) -> list[str]:
         appid = check_appid(appid)
@@ -389,15 +395,16 @@ class FaceLibrary:
         return names[start : start + length]
 
     def group_delete(self, appid: str, group_id: str) -> None:
+        """Mark the group deleted and remove its data in the background (223128 until done)."""
         appid, group = check_appid(appid), check_group(group_id)
         with self._meta_lock:
             g = self._group(appid, group)
             with g.lock:
-                key = f"G/{appid}/{group}".encode()
-                meta = json.loads(self._must(key.decode()))
+                key = f"G/{appid}/{group}"
+                meta = json.loads(self._must(key))
                 meta["deleting"] = True
                 batch = WriteBatch(raw_mode=True)
-                batch.put(key, json.dumps(meta).encode())
+                batch.put(key.encode(), json.dumps(meta).encode())
                 self._write(batch)
                 g.deleting = True
         self._start_delete(appid, group)
@@ -408,12 +415,10 @@ class FaceLibrary:
         t.start()
 
     def _delete_group(self, appid: str, group: str) -> None:
-        """Remove every key of the group, prefix by prefix, then the group itself."""
-        for kind in ("F", "T", "I", "U"):
-            start = f"{kind}/{appid}/{group}/".encode()
-            end = start[:-1] + b"0"  # "/" + 1: the first key after the prefix
+        for kind in ("R", "F", "T", "I", "U"):
+            prefix = f"{kind}/{appid}/{group}/".encode()
             batch = WriteBatch(raw_mode=True)
-            batch.delete_range(start, end)
+            batch.delete_range(prefix, _end(prefix))
             self._write(batch)
         with self._meta_lock:
             batch = WriteBatch(raw_mode=True)
@@ -422,6 +427,7 @@ class FaceLibrary:
             self._groups.pop((appid, group), None)
 
     def wait_deletions(self, timeout: float | None = None) -> bool:
+        """Wait for background group deletions; False if some still run after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in list(self._deleters):
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -440,6 +446,7 @@ class FaceLibrary:
         face: NewFace,
         user_info: str | None = None,
     ) -> FaceInfo:
+        """Add a face; creates the group and the user when missing. 223105 if already there."""
         result = self.face_add_many(appid, group_id, [(user_id, face, user_info)])[0]
         if isinstance(result, FaceCoreError):
             raise result
@@ -455,65 +462,52 @@ class FaceLibrary:
             new_group = g is None
             if g is not None and g.deleting:
                 raise _err(223128, f"group {group!r} is being deleted")
-            batch = WriteBatch(raw_mode=True)
             if g is None:
-                g = self._create_group(appid, group, batch)
+                g = _Group(self.dim)
             with g.lock:
+                batch = WriteBatch(raw_mode=True)
+                if new_group:
+                    self._put_group(batch, appid, group)
                 out: list[FaceInfo | FaceCoreError] = []
                 now = int(time.time())
                 row = g.next_row
-                staged: list[tuple[int, str, str, np.ndarray]] = []
+                rows: list[int] = []
+                vecs: list[bytes] = []
                 seen: set[str] = set()
-                new_users: dict[str, str] = {}
+                users: dict[str, dict[str, Any] | None] = {}  # staged user records
                 for user_id, face, user_info in items:
                     try:
                         user = check_user(user_id)
                         info = check_user_info(user_info)
                         token = check_token(face.face_token)
                         emb = self._embedding(face.embedding)
-                        if token in g.token_rows or token in seen:
+                        if token in seen or self._token_owner(appid, group, token) is not None:
                             raise _err(223105, f"face {token} already exists in group {group!r}")
                     except FaceCoreError as e:
                         out.append(e)
                         continue
                     seen.add(token)
-                    ukey = f"U/{appid}/{group}/{user}".encode()
-                    if user not in g.user_rows and user not in new_users:
-                        old = self._db.get(ukey)
-                        if old is None:
-                            new_users[user] = info or ""
-                            batch.put(
-                                ukey, json.dumps({"user_info": info or "", "ctime": now}).encode()
-                            )
-                        elif info is not None:
-                            meta = json.loads(old)
+                    if user not in users:
+                        raw = self._get(f"U/{appid}/{group}/{user}")
+                        users[user] = json.loads(raw) if raw is not None else None
+                    meta = users[user]
+                    if meta is None or info is not None:
+                        meta = meta or {"user_info": "", "ctime": now}
+                        if info is not None:
                             meta["user_info"] = info
-                            batch.put(ukey, json.dumps(meta).encode())
-                    elif info is not None:
-                        old = self._db.get(ukey)
-                        meta = json.loads(old) if old is not None else {"ctime": now}
-                        meta["user_info"] = info
-                        batch.put(ukey, json.dumps(meta).encode())
-                    batch.put(
-                        f"F/{appid}/{group}/{user}/{token}".encode(),
-                        self._face_value(row, now, face),
-                    )
-                    batch.put(f"T/{appid}/{group}/{token}".encode(), user.encode())
-                    if face.image is not None:
-                        batch.put(f"I/{appid}/{group}/{token}".encode(), bytes(face.image))
-                    staged.append((row, user, token, emb))
+                        users[user] = meta
+                        batch.put(f"U/{appid}/{group}/{user}".encode(), json.dumps(meta).encode())
+                    self._put_face(batch, appid, group, user, row, now, face)
+                    rows.append(row)
+                    vecs.append(emb.tobytes())
                     out.append(FaceInfo(token, now))
                     row += 1
-                if staged or new_group:
+                if rows or new_group:
                     self._write(batch)
                 if new_group:
                     self._groups[(appid, group)] = g
-                for r, user, token, _ in staged:
-                    g.set_row(r, user, token)
-                if staged:
-                    g.index.add(
-                        np.array([s[0] for s in staged], np.int64), np.stack([s[3] for s in staged])
-                    )
+                if rows:
+                    self._add_rows(g, rows, vecs)
         return out
 
     def face_update(
@@ -524,7 +518,7 @@ class FaceLibrary:
         face: NewFace,
         user_info: str | None = None,
     ) -> FaceInfo:
-        """Replace all of the user's faces in the group with `face`."""
+        """Replace all of the user's faces in the group with `face` (223103 if no such user)."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
         info = check_user_info(user_info)
         token = check_token(face.face_token)
@@ -533,73 +527,58 @@ class FaceLibrary:
         with g.lock:
             if g.deleting:
                 raise _err(223128, f"group {group!r} is being deleted")
-            if user not in g.user_rows:
+            ukey = f"U/{appid}/{group}/{user}"
+            raw = self._get(ukey)
+            if raw is None:
                 raise _err(223103, f"user {user!r} does not exist in group {group!r}")
-            other = g.token_rows.get(token)
-            if other is not None and g.user_names[g.users[other]] != user:
+            owner = self._token_owner(appid, group, token)
+            if owner is not None and owner[1] != user:
                 raise _err(223105, f"face {token} already belongs to another user of {group!r}")
             now = int(time.time())
+            old = self._user_faces(appid, group, user)
             batch = WriteBatch(raw_mode=True)
-            old_rows = sorted(g.user_rows[user])
-            old_tokens = [bytes(g.tokens[r]).hex() for r in old_rows]
-            for t in old_tokens:
-                batch.delete(f"F/{appid}/{group}/{user}/{t}".encode())
-                batch.delete(f"T/{appid}/{group}/{t}".encode())
-                batch.delete(f"I/{appid}/{group}/{t}".encode())
+            for t, r, _ in old:
+                self._delete_face(batch, appid, group, user, t, r)
             row = g.next_row
-            batch.put(
-                f"F/{appid}/{group}/{user}/{token}".encode(), self._face_value(row, now, face)
-            )
-            batch.put(f"T/{appid}/{group}/{token}".encode(), user.encode())
-            if face.image is not None:
-                batch.put(f"I/{appid}/{group}/{token}".encode(), bytes(face.image))
+            self._put_face(batch, appid, group, user, row, now, face)
             if info is not None:
-                ukey = f"U/{appid}/{group}/{user}".encode()
-                meta = json.loads(self._must(ukey.decode()))
+                meta = json.loads(raw)
                 meta["user_info"] = info
-                batch.put(ukey, json.dumps(meta).encode())
+                batch.put(ukey.encode(), json.dumps(meta).encode())
             self._write(batch)
-            g.set_row(row, user, token)
-            g.index.add(np.array([row], np.int64), emb[None])
-            for r, t in zip(old_rows, old_tokens):
-                g.clear_row(r, user, t)
-            g.index.remove(np.array(old_rows, np.int64))
-            # The new row took the token's slot when the token was re-used: restore it.
-            g.token_rows[token] = row
-            g.user_rows.setdefault(user, set()).add(row)
+            self._add_rows(g, [row], [emb.tobytes()])
+            if old:
+                g.index.remove(np.array([r for _, r, _ in old], np.int64))
+                g.faces -= len(old)
         return FaceInfo(token, now)
 
     def face_delete(self, appid: str, group_id: str, user_id: str, face_token: str) -> None:
+        """Remove one face of the user (223106 if not the user's); the last face takes the user."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
         token = check_token(face_token)
         g = self._group(appid, group)
         with g.lock:
             if g.deleting:
                 raise _err(223128, f"group {group!r} is being deleted")
-            row = g.token_rows.get(token)
-            if row is None or g.user_names[g.users[row]] != user:
+            owner = self._token_owner(appid, group, token)
+            if owner is None or owner[1] != user:
                 raise _err(223106, f"face {token} of user {user!r} does not exist in {group!r}")
+            row = owner[0]
             batch = WriteBatch(raw_mode=True)
-            batch.delete(f"F/{appid}/{group}/{user}/{token}".encode())
-            batch.delete(f"T/{appid}/{group}/{token}".encode())
-            batch.delete(f"I/{appid}/{group}/{token}".encode())
-            last = len(g.user_rows.get(user, ())) == 1
-            if last:
+            self._delete_face(batch, appid, group, user, token, row)
+            if len(self._user_faces(appid, group, user)) == 1:
                 batch.delete(f"U/{appid}/{group}/{user}".encode())
             self._write(batch)
             g.index.remove(np.array([row], np.int64))
-            g.clear_row(row, user, token)
+            g.faces -= 1
 
     def face_list(self, appid: str, group_id: str, user_id: str) -> list[FaceInfo]:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
-        g = self._group(appid, group)
-        if user not in g.user_rows:
+        self._group(appid, group)
+        faces = self._user_faces(appid, group, user)
+        if not faces:
             raise _err(223103, f"user {user!r} does not exist in group {group!r}")
-        prefix = f"F/{appid}/{group}/{user}/".encode()
-        out = []
-        for key, value in self._iter_prefix(prefix):
-            out.append(FaceInfo(key.decode().rsplit("/", 1)[1], _FACE_HEAD.unpack_from(value)[1]))
-        return sorted(out, key=lambda f: (f.ctime, f.face_token))
+        return sorted((FaceInfo(t, c) for t, _, c in faces), key=lambda f: (f.ctime, f.face_token))
 
     def face_image(self, appid: str, group_id: str, face_token: str) -> bytes | None:
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
@@ -609,6 +588,7 @@ class FaceLibrary:
     # ------------------------------------------------------------------ users
 
     def user_get(self, appid: str, group_id: str, user_id: str) -> list[UserInfo]:
+        """The user in one group, or in every group of the appid with group_id "@ALL"."""
         appid, user = check_appid(appid), check_user(user_id)
         if group_id == "@ALL":
             groups = sorted(
@@ -628,31 +608,40 @@ class FaceLibrary:
         return out
 
     def user_list(self, appid: str, group_id: str, start: int = 0, length: int = 100) -> list[str]:
+        """User ids of the group in sorted order, `length` of them from `start`."""
         appid, group = check_appid(appid), check_group(group_id)
         start, length = check_page(start, length)
-        g = self._group(appid, group)
-        return sorted(g.user_rows)[start : start + length]
+        self._group(appid, group)
+        prefix = f"U/{appid}/{group}/".encode()
+        out: list[str] = []
+        for i, (key, _) in enumerate(self._iter_prefix(prefix)):
+            if i >= start:
+                out.append(key[len(prefix) :].decode())
+                if len(out) == length:
+                    break
+        return out
 
     def user_copy(self, appid: str, user_id: str, src_group_id: str, dst_group_id: str) -> None:
+        """Copy the user's faces and user_info to another group; faces already there are skipped."""
         appid, user = check_appid(appid), check_user(user_id)
         src, dst = check_group(src_group_id), check_group(dst_group_id)
-        gs = self._group(appid, src)
-        gd = self._group(appid, dst, missing=223111)
-        if user not in gs.user_rows:
+        self._group(appid, src)
+        self._group(appid, dst, missing=223111)
+        raw = self._get(f"U/{appid}/{src}/{user}")
+        if raw is None:
             raise _err(223103, f"user {user!r} does not exist in group {src!r}")
-        meta = json.loads(self._must(f"U/{appid}/{src}/{user}"))
+        info = json.loads(raw)["user_info"]
         items = []
-        prefix = f"F/{appid}/{src}/{user}/".encode()
-        for key, value in self._iter_prefix(prefix):
-            token = key.decode().rsplit("/", 1)[1]
-            if token in gd.token_rows:
-                continue  # already in the destination: skipped
-            _, _, x1, y1, x2, y2 = _FACE_HEAD.unpack_from(value)
-            emb = np.frombuffer(value, np.float32, self.dim, _FACE_HEAD.size).copy()
+        for token, row, _ in self._user_faces(appid, src, user):
+            if self._token_owner(appid, dst, token) is not None:
+                continue  # already in the destination
+            rec = self._must(f"R/{appid}/{src}/{row:016x}")
+            emb = np.frombuffer(rec, np.float32, self.dim).copy()
+            x1, y1, x2, y2 = _FACE.unpack_from(self._must(f"F/{appid}/{src}/{user}/{token}"))[2:]
             image = self._get(f"I/{appid}/{src}/{token}")
-            items.append((user, NewFace(token, emb, (x1, y1, x2, y2), image), meta["user_info"]))
+            items.append((user, NewFace(token, emb, (x1, y1, x2, y2), image), info))
         if not items:
-            return  # every face is already in the destination
+            return
         errors = [r for r in self.face_add_many(appid, dst, items) if isinstance(r, FaceCoreError)]
         if errors:
             raise errors[0]
@@ -663,20 +652,16 @@ class FaceLibrary:
         with g.lock:
             if g.deleting:
                 raise _err(223128, f"group {group!r} is being deleted")
-            rows = sorted(g.user_rows.get(user, ()))
-            if not rows:
+            faces = self._user_faces(appid, group, user)
+            if not faces:
                 raise _err(223103, f"user {user!r} does not exist in group {group!r}")
-            tokens = [bytes(g.tokens[r]).hex() for r in rows]
             batch = WriteBatch(raw_mode=True)
-            for t in tokens:
-                batch.delete(f"F/{appid}/{group}/{user}/{t}".encode())
-                batch.delete(f"T/{appid}/{group}/{t}".encode())
-                batch.delete(f"I/{appid}/{group}/{t}".encode())
+            for t, r, _ in faces:
+                self._delete_face(batch, appid, group, user, t, r)
             batch.delete(f"U/{appid}/{group}/{user}".encode())
             self._write(batch)
-            g.index.remove(np.array(rows, np.int64))
-            for r, t in zip(rows, tokens):
-                g.clear_row(r, user, t)
+            g.index.remove(np.array([r for _, r, _ in faces], np.int64))
+            g.faces -= len(faces)
 
     # ------------------------------------------------------------------ search
 
@@ -689,6 +674,8 @@ class FaceLibrary:
         match_threshold: float = 0.0,
         max_user_num: int = 1,
     ) -> list[Match]:
+        """Users best matching `embedding` (best face per user, score descending); 222207 if none
+        reaches `match_threshold`."""
         result = self.identify_many(
             appid, group_ids, np.asarray(embedding)[None], user_id, match_threshold, max_user_num
         )[0]
@@ -705,7 +692,7 @@ class FaceLibrary:
         match_threshold: float = 0.0,
         max_user_num: int = 1,
     ) -> list[list[Match] | FaceCoreError]:
-        """Best face per user for each query, users by score descending, across the groups."""
+        """identify for each row of `embeddings`, one scan per group for all of them."""
         appid = check_appid(appid)
         if isinstance(group_ids, str) or not isinstance(group_ids, Sequence) or not group_ids:
             raise _err(222005, "group_id_list must be a non-empty list of group ids")
@@ -731,49 +718,18 @@ class FaceLibrary:
         if q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != self.dim:
             raise InvalidArgument(f"embeddings must be float32 of shape (m, {self.dim})")
         states = [(grp, self._group(appid, grp)) for grp in groups]
-        # Candidates come from the int8 index; exact scores from the stored fp32 embeddings.
-        # The int8 score is within ~0.01 of the exact one, so a margin keeps every true match.
+        # Candidates come from the int8 index, exact scores from the stored fp32 embeddings. The
+        # int8 score is within ~0.01 of the exact one, so this margin keeps every true match.
         floor = score_to_similarity(float(match_threshold)) - 0.02 if match_threshold > 0 else -2.0
-        per_query: list[dict[tuple[str, str], tuple[float, str]]] = [{} for _ in range(len(q))]
+        best: list[dict[tuple[str, str], tuple[float, str]]] = [{} for _ in range(len(q))]
         for grp, g in states:
-            n = len(g.index)
-            if n == 0:
-                continue
-            flt = None
-            if user is not None:
-                rows = g.user_rows.get(user)
-                if not rows:
-                    continue
-                flt = np.sort(np.fromiter(rows, np.int64))
-            k = min(n, max(4 * max_user_num, 16)) if flt is None else min(len(flt), 64)
-            while True:
-                hits = g.index.search(q, k=k, filter=flt)
-                users = g.users
-                done = True
-                for qi in range(len(q)):
-                    seen = {
-                        int(users[r])
-                        for r, s in zip(hits.ids[qi], hits.scores[qi])
-                        if r >= 0 and s >= floor
-                    }
-                    seen.discard(-1)
-                    if (
-                        len(seen) < max_user_num
-                        and k < n
-                        and hits.scores[qi][-1] >= floor
-                        and flt is None
-                    ):
-                        done = False
-                if done or k >= n:
-                    break
-                k = min(n, 4 * k)
-            self._rescore(appid, grp, g, q, hits.ids, per_query)
+            self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
         out: list[list[Match] | FaceCoreError] = []
-        for qi, best in enumerate(per_query):
+        for per_user in best:
             matches = sorted(
                 (
-                    Match(grp, u, "", similarity_to_score(c).item(), tok)
-                    for (grp, u), (c, tok) in best.items()
+                    Match(grp, u, "", float(similarity_to_score(c)), tok)
+                    for (grp, u), (c, tok) in per_user.items()
                 ),
                 key=lambda m: (-m.score, m.group_id, m.user_id),
             )
@@ -784,41 +740,74 @@ class FaceLibrary:
             out.append([self._with_info(appid, m) for m in matches])
         return out
 
-    def _rescore(
+    def _search_group(
         self,
         appid: str,
         group: str,
         g: _Group,
         q: np.ndarray,
-        ids: np.ndarray,
-        per_query: list[dict[tuple[str, str], tuple[float, str]]],
+        user: str | None,
+        max_user_num: int,
+        floor: float,
+        best: list[dict[tuple[str, str], tuple[float, str]]],
     ) -> None:
-        users, tokens, names = g.users, g.tokens, g.user_names
-        wanted: dict[int, bytes] = {}
-        for r in np.unique(ids[ids >= 0]):
-            u = int(users[r])
-            if u < 0:
-                continue  # removed since the search
-            wanted[int(r)] = f"F/{appid}/{group}/{names[u]}/{bytes(tokens[r]).hex()}".encode()
-        if not wanted:
+        n = len(g.index)
+        if n == 0:
             return
-        keys = list(wanted.values())
-        values: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
-        vecs: dict[int, np.ndarray] = {}
-        for r, v in zip(wanted, values):
-            if v is not None:
-                vecs[r] = np.frombuffer(v, np.float32, self.dim, _FACE_HEAD.size)
-        for qi in range(len(q)):
-            best = per_query[qi]
-            for r in ids[qi]:
-                vec = vecs.get(int(r))
-                if vec is None:
-                    continue
+        allow = None
+        if user is not None:
+            allow = np.array(
+                sorted(r for _, r, _ in self._user_faces(appid, group, user)), np.int64
+            )
+            if len(allow) == 0:
+                return
+        k = min(n, max(4 * max_user_num, 16))
+        while True:
+            hits = g.index.search(q, k=k, filter=allow)
+            records = self._rows(appid, group, hits.ids)
+            if k >= n or allow is not None:
+                break
+            # Widen while some query has fewer distinct users above the floor than asked for and
+            # its k-th hit is still above the floor (more matches may hide behind it).
+            short = False
+            for ids, scores in zip(hits.ids, hits.scores):
+                users = {
+                    records[int(r)][2]
+                    for r, s in zip(ids, scores)
+                    if s >= floor and int(r) in records
+                }
+                if len(users) < max_user_num and scores[-1] >= floor:
+                    short = True
+            if not short:
+                break
+            k = min(n, 4 * k)
+        for qi, ids in enumerate(hits.ids):
+            for r in ids:
+                rec = records.get(int(r))
+                if rec is None:
+                    continue  # a miss, or removed since the scan
+                vec, token, name = rec
                 cos = float(np.dot(q[qi].astype(np.float64), vec.astype(np.float64)))
-                key = (group, names[int(users[r])])
-                token = bytes(tokens[r]).hex()
-                if key not in best or cos > best[key][0]:
-                    best[key] = (cos, token)
+                key = (group, name)
+                if key not in best[qi] or cos > best[qi][key][0]:
+                    best[qi][key] = (cos, token)
+
+    def _rows(
+        self, appid: str, group: str, ids: np.ndarray
+    ) -> dict[int, tuple[np.ndarray, str, str]]:
+        """row -> (fp32 embedding, token, user) for the rows in `ids`, in one multi-get."""
+        rows = [int(r) for r in np.unique(ids[ids >= 0])]
+        if not rows:
+            return {}
+        keys = [f"R/{appid}/{group}/{r:016x}".encode() for r in rows]
+        values: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
+        width = 4 * self.dim
+        out = {}
+        for r, v in zip(rows, values):
+            if v is not None:
+                vec = np.frombuffer(v, np.float32, self.dim)
+                out[r] = (vec, v[width : width + 16].hex(), v[width + 16 :].decode())
+        return out
 
     def _with_info(self, appid: str, m: Match) -> Match:
         raw = self._get(f"U/{appid}/{m.group_id}/{m.user_id}")
@@ -828,6 +817,7 @@ class FaceLibrary:
     # ------------------------------------------------------------------ detected-face tokens
 
     def token_put(self, face_token: str, embedding: np.ndarray, attributes: dict[str, Any]) -> None:
+        """Remember a detected face for image_type=FACE_TOKEN (evicting the oldest)."""
         token = check_token(face_token)
         emb = self._embedding(embedding)
         now = time.time_ns()
@@ -872,13 +862,6 @@ class FaceLibrary:
 
     # ------------------------------------------------------------------ tools
 
-    def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._db.items(from_key=prefix):
-            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-            if not key.startswith(prefix):
-                return
-            yield key, value
-
     def kv_get(self, namespace: str, key: str) -> bytes | None:
         return self._get(f"K/{namespace}/{key}")
 
@@ -888,6 +871,7 @@ class FaceLibrary:
         self._write(batch)
 
     def iter_faces(self, appid: str | None = None) -> Iterator[tuple[str, str, str, str]]:
+        """(appid, group, user, token) of every stored face (of one appid)."""
         prefix = b"F/" if appid is None else f"F/{check_appid(appid)}/".encode()
         for key, _ in self._iter_prefix(prefix):
             _, a, group, user, token = key.decode().split("/")
@@ -896,27 +880,27 @@ class FaceLibrary:
     def set_embedding(
         self, appid: str, group_id: str, face_token: str, embedding: np.ndarray
     ) -> None:
+        """Replace a stored face's embedding (facecore reindex)."""
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
         emb = self._embedding(embedding)
         g = self._group(appid, group)
         with g.lock:
-            row = g.token_rows.get(token)
-            if row is None:
+            owner = self._token_owner(appid, group, token)
+            if owner is None:
                 raise _err(223106, f"face {token} does not exist in {group!r}")
-            user = g.user_names[g.users[row]]
-            key = f"F/{appid}/{group}/{user}/{token}".encode()
-            value = bytearray(self._must(key.decode()))
-            value[_FACE_HEAD.size :] = emb.tobytes()
+            row = owner[0]
+            key = f"R/{appid}/{group}/{row:016x}"
+            value = bytearray(self._must(key))
+            value[: 4 * self.dim] = emb.tobytes()
             batch = WriteBatch(raw_mode=True)
-            batch.put(key, bytes(value))
+            batch.put(key.encode(), bytes(value))
             self._write(batch)
             g.index.remove(np.array([row], np.int64))
             g.index.add(np.array([row], np.int64), emb[None])
 
     def stats(self) -> dict[str, Any]:
+        """Faces in total and per "appid/group"."""
         groups = {
-            f"{a}/{grp}": g.faces()
-            for (a, grp), g in sorted(self._groups.items())
-            if not g.deleting
+            f"{a}/{grp}": g.faces for (a, grp), g in sorted(self._groups.items()) if not g.deleting
         }
         return {"faces": sum(groups.values()), "groups": groups}
