@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
 from facecore.errors import FaceCoreError, InvalidArgument
 from facecore.score import score_to_similarity, similarity_to_score
 from facecore.search import VectorIndex
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _ID = re.compile(r"^[A-Za-z0-9_]+$")
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
@@ -96,7 +97,7 @@ def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
 
 
 def check_appid(appid: object) -> str:
-    return check_id(appid, "appid", 64, 222014)
+    return check_id(appid, "appid", 48, 222014)
 
 
 def check_group(group_id: object) -> str:
@@ -234,7 +235,8 @@ class FaceLibrary:
             groups = {}
             for entry in m["groups"]:
                 g = _Group(self.dim)
-                g.index = VectorIndex.load(str(d / entry["index"]))
+                if entry["index"] is not None:
+                    g.index = VectorIndex.load(str(d / entry["index"]))
                 g.next_row, g.faces = int(entry["next_row"]), int(entry["faces"])
                 if len(g.index) != g.faces:
                     return
@@ -252,12 +254,13 @@ class FaceLibrary:
         for i, ((appid, group), g) in enumerate(sorted(self._groups.items())):
             if g.deleting:
                 continue
-            g.index.save(str(tmp / f"{i}.idx"))
+            if g.faces:  # empty groups need no file (saving each one costs an fsync)
+                g.index.save(str(tmp / f"{i}.idx"))
             entries.append(
                 {
                     "appid": appid,
                     "group": group,
-                    "index": f"{i}.idx",
+                    "index": f"{i}.idx" if g.faces else None,
                     "next_row": g.next_row,
                     "faces": g.faces,
                 }
@@ -391,7 +394,9 @@ class FaceLibrary:
     def group_list(self, appid: str, start: int = 0, length: int = 100) -> list[str]:
         appid = check_appid(appid)
         start, length = check_page(start, length)
-        names = sorted(grp for (a, grp), g in self._groups.items() if a == appid and not g.deleting)
+        names = sorted(
+            grp for (a, grp), g in list(self._groups.items()) if a == appid and not g.deleting
+        )
         return names[start : start + length]
 
     def group_delete(self, appid: str, group_id: str) -> None:
@@ -502,11 +507,10 @@ class FaceLibrary:
                     vecs.append(emb.tobytes())
                     out.append(FaceInfo(token, now))
                     row += 1
-                if rows or new_group:
+                if rows:  # nothing is written, not even a new group, when every item failed
                     self._write(batch)
-                if new_group:
-                    self._groups[(appid, group)] = g
-                if rows:
+                    if new_group:
+                        self._groups[(appid, group)] = g
                     self._add_rows(g, rows, vecs)
         return out
 
@@ -592,7 +596,7 @@ class FaceLibrary:
         appid, user = check_appid(appid), check_user(user_id)
         if group_id == "@ALL":
             groups = sorted(
-                grp for (a, grp), g in self._groups.items() if a == appid and not g.deleting
+                grp for (a, grp), g in list(self._groups.items()) if a == appid and not g.deleting
             )
         else:
             groups = [check_group(group_id)]
@@ -640,11 +644,25 @@ class FaceLibrary:
             x1, y1, x2, y2 = _FACE.unpack_from(self._must(f"F/{appid}/{src}/{user}/{token}"))[2:]
             image = self._get(f"I/{appid}/{src}/{token}")
             items.append((user, NewFace(token, emb, (x1, y1, x2, y2), image), info))
-        if not items:
+        if items:
+            results = self.face_add_many(appid, dst, items)
+            errors = [r for r in results if isinstance(r, FaceCoreError)]
+            if errors:
+                raise errors[0]
             return
-        errors = [r for r in self.face_add_many(appid, dst, items) if isinstance(r, FaceCoreError)]
-        if errors:
-            raise errors[0]
+        # Every face is already in the destination: the user_info is still copied.
+        gd = self._group(appid, dst, missing=223111)
+        with gd.lock:
+            ukey = f"U/{appid}/{dst}/{user}"
+            raw_dst = self._get(ukey)
+            if raw_dst is None:
+                return  # the faces belong to other users there; nothing of this user to update
+            meta = json.loads(raw_dst)
+            if meta["user_info"] != info:
+                meta["user_info"] = info
+                batch = WriteBatch(raw_mode=True)
+                batch.put(ukey.encode(), json.dumps(meta).encode())
+                self._write(batch)
 
     def user_delete(self, appid: str, group_id: str, user_id: str) -> None:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
@@ -725,15 +743,18 @@ class FaceLibrary:
         for grp, g in states:
             self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
         out: list[list[Match] | FaceCoreError] = []
+        # Compared as cosines, with float rounding forgiven: an identical face (cosine 1 - 1e-7)
+        # must pass a threshold of 100.
+        min_cos = score_to_similarity(float(match_threshold)) - 1e-6
         for per_user in best:
             matches = sorted(
                 (
                     Match(grp, u, "", float(similarity_to_score(c)), tok)
                     for (grp, u), (c, tok) in per_user.items()
+                    if c >= min_cos
                 ),
                 key=lambda m: (-m.score, m.group_id, m.user_id),
-            )
-            matches = [m for m in matches if m.score >= match_threshold][:max_user_num]
+            )[:max_user_num]
             if not matches:
                 out.append(_err(222207, "no user matches the face"))
                 continue
@@ -863,9 +884,10 @@ class FaceLibrary:
     # ------------------------------------------------------------------ tools
 
     def kv_get(self, namespace: str, key: str) -> bytes | None:
-        return self._get(f"K/{namespace}/{key}")
+        return self._get(f"K/{check_id(namespace, 'namespace', 64, 222001)}/{key}")
 
     def kv_put(self, namespace: str, key: str, value: bytes) -> None:
+        check_id(namespace, "namespace", 64, 222001)
         batch = WriteBatch(raw_mode=True)
         batch.put(f"K/{namespace}/{key}".encode(), bytes(value))
         self._write(batch)
