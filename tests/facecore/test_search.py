@@ -397,3 +397,15 @@ def test_compact_after_removing_everything() -> None:
     assert len(index) == 0 and (index.search(np.ones(4, np.float32), 1).ids == -1).all()
     index.add([1], np.eye(4, dtype=np.float32)[:1])
     assert index.search(np.eye(4, dtype=np.float32)[0], 1).ids[0, 0] == 1
+
+
+def test_arrays_from_another_process_are_accepted() -> None:
+    """An unpickled float32 array carries its own dtype object (worker processes send them)."""
+    import pickle
+
+    x = face_like(4, 5, 64, seed=7)
+    y = pickle.loads(pickle.dumps(x))
+    assert y.dtype == np.float32 and y.dtype is not np.dtype(np.float32)
+    index = VectorIndex(64, kind="i8")
+    index.add(np.arange(len(y)), y)
+    assert index.search(pickle.loads(pickle.dumps(x[:3])), k=1).ids[:, 0].tolist() == [0, 1, 2]

@@ -34,7 +34,7 @@ py::dtype dtype_of(Elem e) {
 }
 
 void check(const py::array& a, const char* name, const py::dtype& dt, py::ssize_t ndim) {
-    if (!a.dtype().is(dt))
+    if (!a.dtype().equal(dt))  // equality, not identity: unpickled arrays carry their own dtype object
         throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(dt)) + ", got " +
                              std::string(py::str(a.dtype())));
     if (a.ndim() != ndim)
