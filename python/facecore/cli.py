@@ -1,0 +1,600 @@
+"""The `facecore` command line: bulk import, re-index after a model change, library statistics.
+
+Detection runs in worker processes (spawned, one single-threaded Engine each); the main process is
+the only writer to the FaceLibrary, because RocksDB is opened by one process at a time. docs/import.md
+describes the input layouts, the id rule, the report and how an interrupted import resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from facecore.errors import FaceCoreError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+JOURNAL = "import"  # FaceLibrary.kv_put namespace of the import journal
+CROP_SCALE = 2.0  # the stored registration image: the face box enlarged this much
+CROP_MAX_SIDE = 400
+CROP_QUALITY = 90
+NO_FACE = 222202
+UNREADABLE = 222203
+BAD_ID = 222018
+INTERNAL = "error"  # the report's code for an unexpected exception (not journaled: retried)
+_NOT_ID = re.compile(r"[^A-Za-z0-9_]")
+
+
+# ---------------------------------------------------------------------------- ids and inputs
+
+
+def safe_user_id(name: str) -> str:
+    """The user id for a folder name: every character outside [A-Za-z0-9_] becomes '_'."""
+    return _NOT_ID.sub("_", name)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to import. `error` is set when the row is refused before detection."""
+
+    rel: str  # path relative to the input directory, with '/' separators
+    path: Path
+    user_id: str
+    user_info: str | None
+    size: int = 0
+    mtime_ns: int = 0
+    error: tuple[int | str, str] | None = None
+
+
+def _check_user(user_id: str) -> tuple[int, str] | None:
+    from facecore.library import check_user
+
+    try:
+        check_user(user_id)
+    except FaceCoreError as e:
+        return (e.code or BAD_ID, str(e))
+    return None
+
+
+def _stat(item: Item) -> Item:
+    try:
+        st = item.path.stat()
+    except OSError as e:
+        return Item(item.rel, item.path, item.user_id, item.user_info, error=(UNREADABLE, str(e)))
+    return Item(
+        item.rel, item.path, item.user_id, item.user_info, st.st_size, st.st_mtime_ns, item.error
+    )
+
+
+def scan_folders(root: Path) -> list[Item]:
+    """One folder per user under `root`; raises SystemExit when two folders map to one id."""
+    owners: dict[str, list[str]] = {}
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        owners.setdefault(safe_user_id(folder.name), []).append(folder.name)
+    clashes = {uid: names for uid, names in owners.items() if len(names) > 1}
+    if clashes:
+        lines = "\n".join(f"  {uid}: {', '.join(names)}" for uid, names in sorted(clashes.items()))
+        raise SystemExit(
+            f"error: these folders map to the same user id; rename them or use --csv:\n{lines}"
+        )
+    items = []
+    for folder in folders:
+        uid = safe_user_id(folder.name)
+        info = folder.name if len(folder.name.encode("utf-8")) <= 256 else None
+        error = _check_user(uid)
+        for p in sorted(folder.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                rel = p.relative_to(root).as_posix()
+                items.append(_stat(Item(rel, p, uid, info, error=error)))
+    return items
+
+
+def read_csv(root: Path, csv_path: Path) -> list[Item]:
+    """Rows `path,user_id[,user_info]`, path relative to `root`; a header row is optional.
+    Ids are taken as written (a bad one fails its row), unlike folder names."""
+    items = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.reader(f)):
+            if not row or (n == 0 and [c.strip().lower() for c in row[:2]] == ["path", "user_id"]):
+                continue
+            if len(row) < 2:
+                raise SystemExit(f"error: {csv_path}:{n + 1}: expected path,user_id[,user_info]")
+            rel, uid = row[0].strip(), row[1].strip()
+            info = row[2] if len(row) > 2 and row[2] != "" else None
+            error = _check_user(uid)
+            if error is None and info is not None and len(info.encode("utf-8")) > 256:
+                error = (222010, "user_info is longer than 256 UTF-8 bytes")
+            items.append(_stat(Item(rel, root / rel, uid, info, error=error)))
+    return items
+
+
+def journal_key(appid: str, group: str, item: Item) -> str:
+    """The journal key of an image: a changed file (size or mtime) is a new image."""
+    return f"{appid}/{group}/{item.size}/{item.mtime_ns}/{item.rel}"
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+_engine: Any = None
+_init_error: str | None = None
+
+
+class WorkerError(RuntimeError):
+    """A worker could not start (models missing, ...): the whole run stops, not one image."""
+
+
+_max_faces = 1
+
+
+def _init_worker(models_dir: str | None, max_faces: int) -> None:
+    """Runs once in each worker: a single-threaded Engine (the workers are the parallelism)."""
+    global _engine, _max_faces, _init_error
+    import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+    cv2.setNumThreads(1)
+    from facecore.engine import Engine
+
+    try:
+        _engine = Engine(models_dir, threads=1)
+    except Exception as e:  # noqa: BLE001  (a failing initializer makes Pool respawn forever)
+        _init_error = f"{type(e).__name__}: {e}"
+    _max_faces = max_faces
+
+
+def _ready() -> Any:
+    if _init_error is not None:
+        raise WorkerError(f"the detection worker could not start: {_init_error}")
+    return _engine
+
+
+def face_crop(image: np.ndarray, box: np.ndarray) -> bytes:
+    """JPEG of a square CROP_SCALE times the box's longer side, centred on it and clipped to the
+    image, longest side at most CROP_MAX_SIDE: enough context for reindex to find the face again."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * CROP_SCALE / 2
+    a, b = max(0, int(cx - half)), max(0, int(cy - half))
+    c, d = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+    crop = image[b:d, a:c]
+    side = max(crop.shape[:2])
+    if side > CROP_MAX_SIDE:
+        f = CROP_MAX_SIDE / side
+        size = (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding of the face crop failed")
+    return bytes(buf)
+
+
+@dataclass
+class Detected:
+    """A worker's answer for one image: faces (token, embedding, box, crop) or an error."""
+
+    index: int
+    faces: list[tuple[str, bytes, tuple[float, float, float, float], bytes]]
+    error: tuple[int | str, str] | None = None
+
+
+def _detect_file(task: tuple[int, str]) -> Detected:
+    from facecore.image import decode_image
+
+    engine = _ready()
+    index, path = task
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        image = decode_image(data)
+    except OSError as e:
+        return Detected(index, [], (UNREADABLE, f"cannot read the file: {e}"))
+    except FaceCoreError as e:
+        return Detected(index, [], (e.code or UNREADABLE, str(e)))
+    try:
+        found = engine.detect(image, max_faces=_max_faces, fields=("embedding",))
+        faces = [
+            (
+                f.token,
+                f.embedding.tobytes(),
+                tuple(float(v) for v in f.box),
+                face_crop(image, f.box),
+            )
+            for f in found
+        ]
+    except Exception as e:  # noqa: BLE001  (one odd image must not end a long import)
+        return Detected(index, [], (INTERNAL, f"{type(e).__name__}: {e}"))
+    if not faces:
+        return Detected(index, [], (NO_FACE, "no face found"))
+    return Detected(index, faces)  # type: ignore[arg-type]
+
+
+def _embed_crop(task: tuple[int, bytes]) -> tuple[int, bytes | None, str]:
+    """Reindex: the largest face of a stored crop, or None with the reason."""
+    from facecore.image import decode_image
+
+    engine = _ready()
+    index, data = task
+    try:
+        image = decode_image(data)
+    except FaceCoreError as e:
+        return index, None, f"{e.code}: {e}"
+    found = engine.detect(image, max_faces=1, fields=("embedding",))
+    if not found:
+        return index, None, f"{NO_FACE}: no face found in the stored image"
+    return index, found[0].embedding.tobytes(), ""
+
+
+def _vector(data: bytes) -> np.ndarray:
+    """An embedding sent from a worker as bytes. (An unpickled array carries its own float32
+    dtype object, which the native index refuses: it compares dtypes by identity.)"""
+    return np.frombuffer(data, np.float32).copy()
+
+
+def _pool(workers: int, models_dir: str | None, max_faces: int) -> Any:
+    return mp.get_context("spawn").Pool(
+        workers, initializer=_init_worker, initargs=(models_dir, max_faces)
+    )
+
+
+# ---------------------------------------------------------------------------- import
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _progress(total: int, initial: int, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="img",
+        file=sys.stderr,
+        disable=quiet or not sys.stderr.isatty(),
+        smoothing=0.05,
+    )
+
+
+class _Importer:
+    """The single writer: adds detected faces in small batches, journals them, logs acks."""
+
+    def __init__(
+        self,
+        lib: Any,
+        appid: str,
+        group: str,
+        items: list[Item],
+        report: Any,  # a csv.writer
+        ack: IO[str] | None,
+    ) -> None:
+        self.lib, self.appid, self.group, self.items = lib, appid, group, items
+        self.report, self.ack = report, ack
+        self.pending: list[Detected] = []
+        self.counts = {"imported": 0, "skipped": 0, "failed": 0, "faces": 0}
+
+    def row(
+        self, item: Item, status: str, code: int | str = "", reason: str = "", token: str = ""
+    ) -> None:
+        self.report.writerow([item.rel, item.user_id, status, code, reason, token])
+        self.counts[status] += 1
+
+    def flush(self) -> None:
+        """One face_add_many for the pending images; journal entries and acks after it returns."""
+        if not self.pending:
+            return
+        from facecore.library import NewFace
+
+        batch, owners = [], []
+        for d in self.pending:
+            item = self.items[d.index]
+            for token, emb, box, crop in d.faces:
+                face = NewFace(token, _vector(emb), box, crop)
+                batch.append((item.user_id, face, item.user_info))
+                owners.append(d.index)
+        results = self.lib.face_add_many(self.appid, self.group, batch) if batch else []
+        outcome: dict[int, list[tuple[str, str, int | str, str]]] = {}
+        for idx, (_, face, _), res in zip(owners, batch, results):
+            if isinstance(res, FaceCoreError):
+                status = "skipped" if res.code == 223105 else "failed"
+                outcome.setdefault(idx, []).append(
+                    (status, face.face_token, res.code or "", str(res))
+                )
+            else:
+                outcome.setdefault(idx, []).append(("imported", face.face_token, "", ""))
+                if self.ack is not None:
+                    item = self.items[idx]
+                    self.ack.write(f"{item.rel},{item.user_id},{face.face_token}\n")
+        if self.ack is not None:
+            self.ack.flush()
+        for d in self.pending:
+            item = self.items[d.index]
+            key = journal_key(self.appid, self.group, item)
+            if d.error is not None:
+                self.row(item, "failed", d.error[0], d.error[1])
+                if d.error[0] != INTERNAL:  # a verdict on the file itself: kept, not redone
+                    entry = {"failed": d.error[0], "reason": d.error[1]}
+                    self.lib.kv_put(JOURNAL, key, json.dumps(entry).encode())
+                continue
+            faces = outcome[d.index]
+            statuses = {s for s, _, _, _ in faces}
+            tokens = " ".join(t for _, t, _, _ in faces)
+            if "imported" in statuses:
+                self.row(item, "imported", token=tokens)
+                self.counts["faces"] += sum(s == "imported" for s, _, _, _ in faces)
+            elif statuses == {"skipped"}:
+                self.row(item, "skipped", 223105, "the face is already in the group", tokens)
+            else:
+                bad = next(f for f in faces if f[0] == "failed")
+                self.row(item, "failed", bad[2], bad[3], tokens)
+                continue  # not journaled: a later run tries again
+            self.lib.kv_put(JOURNAL, key, json.dumps({"tokens": tokens}).encode())
+        self.pending = []
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from facecore.library import FaceLibrary, check_appid, check_group
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise SystemExit(f"error: {root} is not a directory")
+    try:
+        appid, group = check_appid(args.appid), check_group(args.group)
+    except FaceCoreError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.max_faces < 1:
+        raise SystemExit("error: --max-faces must be at least 1")
+    items = read_csv(root, Path(args.csv)) if args.csv else scan_folders(root)
+    data = Path(args.data)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report_path = (
+        Path(args.report)
+        if args.report
+        else (data / "reports" / f"import-{appid}-{group}-{stamp}.csv")
+    )
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    interrupted = False
+    detected = 0  # images the workers answered in this run
+    with contextlib.ExitStack() as stack:
+        lib = FaceLibrary(data, sync_writes=args.sync)
+        stack.callback(lib.close)
+        rf = stack.enter_context(open(report_path, "w", newline="", encoding="utf-8"))
+        ack = (
+            stack.enter_context(open(args.ack_log, "a", encoding="utf-8")) if args.ack_log else None
+        )
+        report = csv.writer(rf)
+        report.writerow(["path", "user_id", "status", "code", "reason", "face_token"])
+        imp = _Importer(lib, appid, group, items, report, ack)
+        todo: list[tuple[int, str]] = []
+        for i, item in enumerate(items):
+            if item.error is not None:
+                imp.row(item, "failed", item.error[0], item.error[1])
+                continue
+            done = lib.kv_get(JOURNAL, journal_key(appid, group, item))
+            if done is None:
+                todo.append((i, str(item.path)))
+                continue
+            entry = json.loads(done)
+            if "failed" in entry and args.retry_failed:
+                todo.append((i, str(item.path)))
+            elif "failed" in entry:
+                imp.row(item, "failed", entry["failed"], f"{entry['reason']} (earlier run)")
+            else:
+                imp.row(item, "skipped", "", "imported by an earlier run", entry["tokens"])
+        bar = stack.enter_context(
+            _progress(len(items), len(items) - len(todo), "import", args.quiet)
+        )
+        if todo:
+            pool = _pool(args.workers, args.models, args.max_faces)
+            stack.callback(pool.join)
+            stack.callback(pool.terminate)
+            try:
+                last = time.monotonic()
+                for d in pool.imap_unordered(_detect_file, todo, chunksize=1):
+                    detected += 1
+                    imp.pending.append(d)
+                    bar.update(1)
+                    if len(imp.pending) >= args.batch or time.monotonic() - last > 0.5:
+                        imp.flush()
+                        last = time.monotonic()
+            except KeyboardInterrupt:
+                interrupted = True
+            except WorkerError as e:
+                imp.flush()
+                raise SystemExit(f"error: {e}") from None
+            except FaceCoreError as e:  # from the library, e.g. the group is being deleted
+                raise SystemExit(f"error: {e}") from None
+            imp.flush()  # what the workers finished is kept, also after Ctrl-C
+    seconds = time.monotonic() - started
+    summary = {
+        **imp.counts,
+        "images": len(items),
+        "detected": detected,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(detected / seconds, 1) if seconds > 0 else None,
+        "report": str(report_path),
+        "interrupted": interrupted,
+    }
+    print(json.dumps(summary))
+    return 130 if interrupted else 0
+
+
+# ---------------------------------------------------------------------------- reindex and stats
+
+
+def _chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    chunk = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """New embeddings for every stored face from its stored crop; failures are reported only."""
+    from facecore.library import FaceLibrary
+
+    data = Path(args.data)
+    lib = FaceLibrary(data, sync_writes=args.sync)
+    started = time.monotonic()
+    faces = list(lib.iter_faces(args.appid))
+    counts = {"faces": len(faces), "reindexed": 0, "failed": 0}
+    report_path = (
+        Path(args.report)
+        if args.report
+        else (data / "reports" / f"reindex-{time.strftime('%Y%m%d-%H%M%S')}.csv")
+    )
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(faces), 0, "reindex", args.quiet)
+    pool = _pool(args.workers, args.models, 1) if faces else None
+    try:
+        with open(report_path, "w", newline="", encoding="utf-8") as rf:
+            report = csv.writer(rf)
+            report.writerow(["appid", "group_id", "user_id", "face_token", "reason"])
+
+            def tasks(chunk: list[int]) -> Iterator[tuple[int, bytes]]:
+                for i in chunk:
+                    appid, group, user, token = faces[i]
+                    image = lib.face_image(appid, group, token)
+                    if image is None:
+                        report.writerow([appid, group, user, token, "no stored image"])
+                        counts["failed"] += 1
+                        bar.update(1)
+                        continue
+                    yield i, image
+
+            # Chunks bound the crops held in memory; the pool keeps both workers busy within one.
+            for chunk in _chunks(range(len(faces)), 256):
+                assert pool is not None
+                work = list(tasks(chunk))  # read here: imap consumes its iterable in a thread
+                for i, emb, reason in pool.imap_unordered(_embed_crop, work, chunksize=1):
+                    appid, group, user, token = faces[i]
+                    if emb is None:
+                        report.writerow([appid, group, user, token, reason])
+                        counts["failed"] += 1
+                    else:
+                        lib.set_embedding(appid, group, token, _vector(emb))
+                        counts["reindexed"] += 1
+                    bar.update(1)
+    except WorkerError as e:
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        bar.close()
+        lib.close()
+    seconds = time.monotonic() - started
+    print(json.dumps({**counts, "seconds": round(seconds, 2), "report": str(report_path)}))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from facecore.library import FaceLibrary
+
+    with FaceLibrary(Path(args.data)) as lib:
+        print(json.dumps(lib.stats(), indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facecore", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(s: argparse.ArgumentParser, workers: bool = True) -> None:
+        s.add_argument("--data", default="./data", help="library directory (default ./data)")
+        if workers:
+            s.add_argument(
+                "--workers",
+                type=int,
+                default=default_workers(),
+                help="detection processes (default: the usable cores)",
+            )
+            s.add_argument("--models", default=None, help="models directory (default: built-in)")
+            s.add_argument("--report", default=None, help="CSV report path")
+            s.add_argument("--quiet", action="store_true", help="no progress bar")
+            s.add_argument(
+                "--sync",
+                action="store_true",
+                help="fsync every write (survives power loss, not only a crash)",
+            )
+
+    s = sub.add_parser("import", help="add one folder per user, or a CSV list, to a group")
+    s.add_argument("dir", help="input directory: one sub-folder per user, or the CSV's base")
+    s.add_argument("--appid", required=True)
+    s.add_argument("--group", required=True)
+    s.add_argument("--csv", default=None, help="rows path,user_id[,user_info]; path under DIR")
+    s.add_argument(
+        "--max-faces",
+        type=int,
+        default=1,
+        help="register up to this many faces per image, largest first (default 1)",
+    )
+    s.add_argument("--batch", type=int, default=32, help="images per library write (default 32)")
+    s.add_argument(
+        "--ack-log",
+        default=None,
+        help="append 'path,user_id,face_token' per face once its add is durable",
+    )
+    s.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="detect again images an earlier run could not import",
+    )
+    common(s)
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("reindex", help="recompute every embedding from the stored face images")
+    s.add_argument("--appid", default=None, help="only this appid (default: all)")
+    common(s)
+    s.set_defaults(func=cmd_reindex)
+
+    s = sub.add_parser("stats", help="print the library's face counts as JSON")
+    common(s, workers=False)
+    s.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        raise SystemExit("error: --workers must be at least 1")
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    # Run the importable module, not this __main__ copy, so that what the spawned workers pickle
+    # (functions, WorkerError) names facecore.cli on both sides.
+    from facecore.cli import main as _main
+
+    sys.exit(_main())
