@@ -4,8 +4,8 @@
 
 Ratios use each benchmark's fastest round (``min``: the round least disturbed by other work on
 the machine); the tables show the median next to it. Tests are recognised by their
-``extra_info["kind"]`` (scan, floor, hnsw, hnsw-build, memory), so a partial run (``-k``) renders
-whatever it has.
+``extra_info["kind"]`` (scan, floor, hnsw, hnsw-build, memory, pipeline, library-*), so a partial
+run (``-k``) renders whatever it has.
 """
 
 from __future__ import annotations
@@ -434,6 +434,155 @@ def pipeline(results: list[Result]) -> str:
     return "\n\n".join(parts)
 
 
+def library(results: list[Result]) -> str:
+    """The face library at 1M faces: targets, add throughput, identify latency vs its index."""
+    modes = {
+        str(r.info.get("index_mode", "exact")) for r in results if r.kind.startswith("library-")
+    }
+    parts = [
+        "Group index mode: "
+        + ", ".join(
+            "`exact` (the library's default)"
+            if m == "exact"
+            else f"`{m}` (FaceLibrary(index_mode={m!r}), FACECORE_BENCH_LIBRARY_INDEX={m})"
+            for m in sorted(modes)
+        )
+    ]
+    rows = []
+    for start, what in (
+        ("snapshot", "from the saved snapshot"),
+        ("rebuild", "snapshot removed, rebuilt from RocksDB"),
+    ):
+        r = find(results, kind="library-open", start=start)
+        if r is None:
+            continue
+        i = r.info
+        rows.append(
+            [
+                f"open {count(i['faces'])} library + first identify, fresh process, {what}",
+                f"{i['open_identify_s']:.2f} s (open {i['open_s']:.2f} s + identify {1e3 * i['first_identify_s']:.0f} ms)",
+                f"<= {i['open_target_s']:g} s",
+                verdict(i["open_identify_s"] <= i["open_target_s"]),
+            ]
+        )
+    for start in ("snapshot", "rebuild"):
+        r = find(results, kind="library-open", start=start)
+        if r is None:
+            continue
+        i = r.info
+        rows.append(
+            [
+                f"resident memory per face after open + 1 identify ({start}): RssAnon growth",
+                f"{i['rss_anon_per_face']:.0f} B/face (VmRSS growth, with mapped files: {i['vm_rss_per_face']:.0f})",
+                f"<= {i['bytes_target']:g} B/face",
+                verdict(i["rss_anon_per_face"] <= i["bytes_target"]),
+            ]
+        )
+    if rows:
+        parts.append(table(["target", "measured", "goal", "met"], rows))
+
+    adds = [r for r in results if r.kind == "library-add"]
+    if adds:
+        rows = []
+        for key, n_groups in (("build_1m", 1), ("build_10", 10)):
+            b = next((a.info[key] for a in adds if key in a.info), None)
+            if b is None:
+                continue
+            what = "1 group" if n_groups == 1 else f"10 groups of {count(b['faces'] // 10)}"
+            seg = b["segment_s"]
+            per = b["faces"] // len(seg)
+            rates = ", ".join(f"{per / s:,.0f}" for s in seg)
+            rows.append(
+                [
+                    f"face_add_many, batches of 1000, {count(b['faces'])} faces into {what}"
+                    + (" (cached build)" if b["cached"] else ""),
+                    f"{b['faces'] / b['add_s']:,.0f}",
+                    f"{b['add_s']:.1f} s; per {count(per)} faces: {rates} faces/s; close {b['close_s']:.1f} s",
+                ]
+            )
+        for a in sorted(adds, key=lambda a: a.info["call"]):
+            i = a.info
+            name = (
+                "face_add_many, batches of 1000"
+                if i["call"] == "add_many"
+                else "face_add, one face a call"
+            )
+            rows.append(
+                [
+                    f"{name}, {count(i['faces'])} faces into a new library",
+                    f"{i['faces'] / a.min_s:,.0f}",
+                    f"{a.min_s:.1f} s; top-1 right {i['top1_correct']:.3f} ({i['checked_queries']} queries)",
+                ]
+            )
+        parts.append(table(["add", "faces/s", "detail"], rows))
+
+    ident = [r for r in results if r.kind == "library-identify"]
+    if ident:
+        rows = []
+        cases = sorted(
+            {
+                (r.info["groups"], r.info["max_user_num"])
+                for r in ident
+                if r.info["engine"] != "numpy-f32"
+            }
+        )
+        for groups, m in cases:
+            cell = {
+                (r.info["engine"], r.info["threads"]): r
+                for r in ident
+                if r.info["groups"] == groups and r.info["max_user_num"] == m
+            }
+            lib1, lib2 = cell.get(("library", 1)), cell.get(("library", 2))
+            ix1, ix2 = cell.get(("index", 1)), cell.get(("index", 2))
+            any_r = next(iter(cell.values()))
+            hnsw = any_r.info.get("index_uses_hnsw")
+            rows.append(
+                [
+                    f"{groups} x {count(any_r.info['faces_per_group'])}"
+                    + (" (HNSW)" if hnsw else " (exact)"),
+                    str(m),
+                    ms(lib1),
+                    ms(lib2),
+                    f"{ms(ix1)} (k={ix1.info['k'] if ix1 else '-'})",
+                    ms(ix2),
+                    fmt_ratio(ratio(fastest(lib1), fastest(ix1))),
+                    fmt_ratio(ratio(fastest(lib2), fastest(ix2))),
+                    f"{min(r.info['top1_correct'] for r in cell.values()):.3f}",
+                ]
+            )
+        np1 = find(ident, engine="numpy-f32", threads=1)
+        np2 = find(ident, engine="numpy-f32", threads=2)
+        if np1 is not None or np2 is not None:
+            any_np = np1 or np2
+            assert any_np is not None
+            rows.append(
+                [
+                    f"numpy f32 brute force, {count(any_np.info['faces_per_group'])} (`base @ q`, argmax)",
+                    "1",
+                    ms(np1),
+                    ms(np2),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"{min(r.info['top1_correct'] for r in (np1, np2) if r is not None):.3f}",
+                ]
+            )
+        header = [
+            "groups x faces",
+            "max_user_num",
+            "identify, 1t (ms)",
+            "identify, 2t (ms)",
+            "VectorIndex.search, 1t (ms)",
+            "VectorIndex.search, 2t (ms)",
+            "library / index, 1t",
+            "library / index, 2t",
+            "top-1 user right",
+        ]
+        parts.append(table(header, rows))
+    return "\n\n".join(parts)
+
+
 def machine(doc: dict[str, Any]) -> str:
     m = doc.get("machine_info", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
@@ -477,6 +626,8 @@ def render(results: list[Result], doc: dict[str, Any]) -> str:
         parts += ["### Memory per face, exact int8 index", memory(results)]
     if any(r.kind in ("pipeline", "stage", "lfw") for r in results):
         parts += ["### Face pipeline", pipeline(results)]
+    if any(r.kind.startswith("library-") for r in results):
+        parts += ["### Face library", library(results)]
     return "\n\n".join(parts) + "\n"
 
 
