@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import facecore.library
 import numpy as np
 import pytest
 from facecore.errors import FaceCoreError, InvalidArgument
@@ -1067,7 +1068,9 @@ def _child(script: str, tmp_path: Path, *, kill: bool) -> None:
     code = textwrap.dedent(script)
     if kill:
         code += "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "python"), str(REPO)]))
+    # The child imports the same facecore as this test (installed, or in-tree with PYTHONPATH).
+    package_root = str(Path(facecore.library.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, str(REPO)]))
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
         env=env,
