@@ -89,17 +89,13 @@ def pair_sims(
     emb: np.ndarray, found: np.ndarray, paths: list[Path]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(cosine per pairs.txt line, same per line); a missing face gives -1."""
+    from facecore.evaluation import read_pairs
+
     index = {str(p.relative_to(LFW)): i for i, p in enumerate(paths)}
-    a, b, same = [], [], []
-    for line in (LFW / "pairs.txt").read_text().split("\n"):
-        if line.strip():
-            x, y, s = line.split()
-            a.append(index[x])
-            b.append(index[y])
-            same.append(s == "1")
-    ia, ib = np.array(a), np.array(b)
+    a, b, same = read_pairs(LFW / "pairs.txt")
+    ia, ib = np.array([index[x] for x in a]), np.array([index[y] for y in b])
     sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
-    return np.where(found[ia] & found[ib], sims, -1.0), np.array(same)
+    return np.where(found[ia] & found[ib], sims, -1.0), same
 
 
 if __name__ == "__main__":  # precompute the reference cache: python bench/_lfw.py

@@ -25,6 +25,7 @@ from facecore.evaluation import (
     all_pairs,
     best_threshold_accuracy,
     cross_validated_accuracy,
+    read_pairs,
     roc,
 )
 from facecore.image import decode_image
@@ -60,21 +61,12 @@ def central_embeddings(engine: Engine, paths: list[Path]) -> tuple[np.ndarray, n
     return emb, found
 
 
-def read_pairs() -> tuple[list[tuple[str, str]], np.ndarray]:
-    pairs, same = [], []
-    for line in (LFW / "pairs.txt").read_text().split("\n"):
-        if line.strip():
-            a, b, s = line.split()
-            pairs.append((a, b))
-            same.append(s == "1")
-    return pairs, np.array(same)
-
-
 def evaluate(emb: np.ndarray, found: np.ndarray, paths: list[Path]) -> dict[str, object]:
     index = {str(p.relative_to(LFW)): i for i, p in enumerate(paths)}
-    pairs, same = read_pairs()
-    ia = np.array([index[a] for a, _ in pairs])
-    ib = np.array([index[b] for _, b in pairs])
+    a, b, same = read_pairs(LFW / "pairs.txt")
+    pairs = list(zip(a, b))
+    ia = np.array([index[x] for x in a])
+    ib = np.array([index[y] for y in b])
     sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
     # A pair with a face missing on either side counts as "different" (similarity -1).
     sims = np.where(found[ia] & found[ib], sims, -1.0)

@@ -7,8 +7,22 @@ own labelled photos. Similarities are cosine similarities (higher = more alike).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+
+def read_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """A pairs file, one `image_a image_b same` line per pair (same: 1 or 0), as LFW's pairs.txt
+    of ../shared/data: (images a, images b, same as bool array)."""
+    a, b, same = [], [], []
+    for line in Path(path).read_text().split("\n"):
+        if line.strip():
+            x, y, s = line.split()
+            a.append(x)
+            b.append(y)
+            same.append(s == "1")
+    return a, b, np.array(same, dtype=bool)
 
 
 def best_threshold_accuracy(sims: np.ndarray, same: np.ndarray) -> tuple[float, float]:

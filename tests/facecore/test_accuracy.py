@@ -12,7 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from facecore import Engine, decode_image
-from facecore.evaluation import all_pairs, best_threshold_accuracy, cross_validated_accuracy
+from facecore.evaluation import (
+    all_pairs,
+    best_threshold_accuracy,
+    cross_validated_accuracy,
+    read_pairs,
+)
 from facecore.score import score_to_similarity, similarity_to_score
 
 from tests.conftest import SHARED_DATA
@@ -44,16 +49,10 @@ def lfw() -> tuple[list[str], np.ndarray]:
 def test_pairs_accuracy_beats_dlib(lfw: tuple[list[str], np.ndarray]) -> None:
     names, emb = lfw
     index = {n: i for i, n in enumerate(names)}
-    a, b, same = [], [], []
-    for line in (LFW / "pairs.txt").read_text().split("\n"):
-        if line.strip():
-            x, y, s = line.split()
-            a.append(index[x])
-            b.append(index[y])
-            same.append(s == "1")
-    sims = np.einsum("ij,ij->i", emb[a], emb[b])
-    acc, _ = best_threshold_accuracy(sims, np.array(same))
-    cv = cross_validated_accuracy(sims, np.array(same), np.arange(len(sims)) // 600)
+    a, b, same = read_pairs(LFW / "pairs.txt")
+    sims = np.einsum("ij,ij->i", emb[[index[x] for x in a]], emb[[index[y] for y in b]])
+    acc, _ = best_threshold_accuracy(sims, same)
+    cv = cross_validated_accuracy(sims, same, np.arange(len(sims)) // 600)
     assert acc >= DLIB_REFERENCE_ACCURACY, f"best-threshold accuracy {acc:.4f}"
     assert cv >= DLIB_REFERENCE_ACCURACY - 0.003, f"4-fold accuracy {cv:.4f}"
 

@@ -51,3 +51,14 @@ def test_roc_and_all_pairs(rng: np.random.Generator) -> None:
     points = roc(genuine, impostor, [0.1, 0.01])
     assert points[0].tar >= points[1].tar
     assert points[1].impostors_passing <= 0.01 * len(impostor)
+
+
+def test_read_pairs_of_the_lfw_set() -> None:
+    from facecore.evaluation import read_pairs
+
+    from tests.conftest import SHARED_DATA
+
+    a, b, same = read_pairs(SHARED_DATA / "lfw" / "pairs.txt")
+    assert len(a) == len(b) == len(same) == 2400
+    assert int(same.sum()) == 1200 and same[:300].all() and not same[300:600].any()
+    assert a[0].startswith("images/") and a[0].endswith(".jpg")
