@@ -191,7 +191,7 @@ class Detected:
     """A worker's answer for one image: faces (token, embedding, box, crop) or an error."""
 
     index: int
-    faces: list[tuple[str, bytes, tuple[float, float, float, float], bytes]]
+    faces: list[tuple[str, np.ndarray, tuple[float, float, float, float], bytes]]
     error: tuple[int | str, str] | None = None
 
 
@@ -213,7 +213,7 @@ def _detect_file(task: tuple[int, str]) -> Detected:
         faces = [
             (
                 f.token,
-                f.embedding.tobytes(),
+                f.embedding,
                 tuple(float(v) for v in f.box),
                 face_crop(image, f.box),
             )
@@ -226,7 +226,7 @@ def _detect_file(task: tuple[int, str]) -> Detected:
     return Detected(index, faces)  # type: ignore[arg-type]
 
 
-def _embed_crop(task: tuple[int, bytes]) -> tuple[int, bytes | None, str]:
+def _embed_crop(task: tuple[int, bytes]) -> tuple[int, np.ndarray | None, str]:
     """Reindex: the largest face of a stored crop, or None with the reason."""
     from facecore.image import decode_image
 
@@ -239,13 +239,7 @@ def _embed_crop(task: tuple[int, bytes]) -> tuple[int, bytes | None, str]:
     found = engine.detect(image, max_faces=1, fields=("embedding",))
     if not found:
         return index, None, f"{NO_FACE}: no face found in the stored image"
-    return index, found[0].embedding.tobytes(), ""
-
-
-def _vector(data: bytes) -> np.ndarray:
-    """An embedding sent from a worker as bytes. (An unpickled array carries its own float32
-    dtype object, which the native index refuses: it compares dtypes by identity.)"""
-    return np.frombuffer(data, np.float32).copy()
+    return index, found[0].embedding, ""
 
 
 def _pool(workers: int, models_dir: str | None, max_faces: int) -> Any:
@@ -311,7 +305,7 @@ class _Importer:
         for d in self.pending:
             item = self.items[d.index]
             for token, emb, box, crop in d.faces:
-                face = NewFace(token, _vector(emb), box, crop)
+                face = NewFace(token, emb, box, crop)
                 batch.append((item.user_id, face, item.user_info))
                 owners.append(d.index)
         results = self.lib.face_add_many(self.appid, self.group, batch) if batch else []
@@ -499,7 +493,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
                         report.writerow([appid, group, user, token, reason])
                         counts["failed"] += 1
                     else:
-                        lib.set_embedding(appid, group, token, _vector(emb))
+                        lib.set_embedding(appid, group, token, emb)
                         counts["reindexed"] += 1
                     bar.update(1)
     except WorkerError as e:
