@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from facecore.evaluation import nearest_to_centre
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw"
@@ -22,11 +23,6 @@ CACHE = Path("/tmp/facecore-bench")
 
 def lfw_images() -> list[Path]:
     return sorted((LFW / "images").glob("*/*.jpg"))
-
-
-def _nearest_centre(boxes: list[np.ndarray], w: int, h: int) -> int:
-    c = np.array([w / 2, h / 2])
-    return int(np.argmin([np.linalg.norm(b.reshape(2, 2).mean(0) - c) for b in boxes]))
 
 
 def reference_embeddings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +38,7 @@ def reference_embeddings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         if not locs:
             continue
         boxes = [np.array([l, t, r, b], dtype=np.float64) for t, r, b, l in locs]
-        k = _nearest_centre(boxes, rgb.shape[1], rgb.shape[0])
+        k = nearest_to_centre(boxes, rgb.shape[1], rgb.shape[0])
         enc = face_recognition.face_encodings(rgb, [locs[k]], num_jitters=1, model="small")[0]
         emb[i] = enc / np.linalg.norm(enc)
         found[i] = True
@@ -61,7 +57,7 @@ def facecore_embeddings(paths: list[Path], threads: int = 1) -> tuple[np.ndarray
         faces = engine.detect(img, max_faces=10, fields=("embedding",))
         if not faces:
             continue
-        k = _nearest_centre([f.box for f in faces], img.shape[1], img.shape[0])
+        k = nearest_to_centre([f.box for f in faces], img.shape[1], img.shape[0])
         e = faces[k].embedding
         assert e is not None
         emb[i], found[i] = e, True

@@ -7,7 +7,8 @@ Runs the engine on every image of ../shared/data/lfw (the face nearest the image
   pair a genuine pair; the cosine reaching FAR 1e-2 .. 1e-5 becomes the anchors of facecore.score;
 - accuracy on pairs.txt at the best threshold, and 4-fold cross-validated (folds of 600 pairs).
 --write replaces the CALIBRATION table in python/facecore/score.py and writes docs/accuracy.json,
-from which docs/accuracy.md quotes. Embeddings are cached in /tmp/facecore-lfw-<hash>.npz.
+from which docs/accuracy.md quotes. The embeddings are made by bench/_lfw.py's
+facecore_embeddings, the same code that the bench's LFW comparison uses.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import argparse
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from facecore.engine import Engine
 from facecore.evaluation import (
     all_pairs,
     best_threshold_accuracy,
@@ -28,37 +29,13 @@ from facecore.evaluation import (
     read_pairs,
     roc,
 )
-from facecore.image import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
-LFW = REPO.parent / "shared" / "data" / "lfw"
+sys.path.insert(0, str(REPO / "bench"))
+from _lfw import LFW, facecore_embeddings, lfw_images
+
 FARS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
 ROC_FARS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
-
-
-def lfw_images() -> list[Path]:
-    return sorted((LFW / "images").glob("*/*.jpg"))
-
-
-def central_embeddings(engine: Engine, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (n,128), found (n,) bool): the face nearest each image's centre."""
-    emb = np.zeros((len(paths), 128), dtype=np.float32)
-    found = np.zeros(len(paths), dtype=bool)
-    t0 = time.perf_counter()
-    for i, p in enumerate(paths):
-        img = decode_image(p.read_bytes())
-        faces = engine.detect(img, max_faces=10, fields=("embedding",))
-        if faces:
-            h, w = img.shape[:2]
-            centre = np.array([w / 2, h / 2])
-            best = min(
-                faces, key=lambda f: float(np.linalg.norm(f.box.reshape(2, 2).mean(0) - centre))
-            )
-            assert best.embedding is not None
-            emb[i], found[i] = best.embedding, True
-        if (i + 1) % 500 == 0:
-            print(f"  {i + 1}/{len(paths)} images, {time.perf_counter() - t0:.0f} s", flush=True)
-    return emb, found
 
 
 def evaluate(emb: np.ndarray, found: np.ndarray, paths: list[Path]) -> dict[str, object]:
@@ -135,10 +112,9 @@ def main() -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    engine = Engine(threads=args.threads)
     paths = lfw_images()
     t0 = time.perf_counter()
-    emb, found = central_embeddings(engine, paths)
+    emb, found = facecore_embeddings(paths, threads=args.threads)
     print(f"embedded {len(paths)} images in {time.perf_counter() - t0:.0f} s")
     result = evaluate(emb, found, paths)
     summary = {k: v for k, v in result.items() if k not in ("missing", "roc")}

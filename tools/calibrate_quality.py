@@ -23,6 +23,7 @@ import numpy as np
 from facecore import quality
 from facecore.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
 from facecore.engine import CHIP_PADDING, CHIP_SIZE, Engine
+from facecore.evaluation import nearest_to_centre
 from facecore.image import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +47,7 @@ def main() -> int:
         det = engine.detector.detect(img)
         if len(det) == 0:
             continue
-        centre = np.array([img.shape[1] / 2, img.shape[0] / 2])
-        k = int(np.argmin([np.linalg.norm(b.reshape(2, 2).mean(0) - centre) for b in det.boxes]))
+        k = nearest_to_centre(det.boxes, img.shape[1], img.shape[0])
         shape = engine.shape5.predict(img, dlib_boxes_from_mtcnn(det.boxes[k : k + 1]))[0]
         chips.append(
             extract_chips(img, chip_transform(shape, CHIP_SIZE, CHIP_PADDING)[None], CHIP_SIZE)[0]

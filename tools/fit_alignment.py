@@ -29,17 +29,16 @@ from facecore.align import (
     extract_chips,
 )
 from facecore.engine import Engine
-from facecore.evaluation import best_threshold_accuracy, cross_validated_accuracy
+from facecore.evaluation import (
+    best_threshold_accuracy,
+    cross_validated_accuracy,
+    nearest_to_centre,
+)
 from facecore.image import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from _lfw import lfw_images, pair_sims
-
-
-def _central(boxes: np.ndarray, w: int, h: int) -> int:
-    c = np.array([w / 2, h / 2])
-    return int(np.argmin([np.linalg.norm(b.reshape(2, 2).mean(0) - c) for b in boxes]))
 
 
 def fit(engine: Engine, paths: list[Path]) -> None:
@@ -56,7 +55,7 @@ def fit(engine: Engine, paths: list[Path]) -> None:
             continue
         r = found[0]
         hb = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float64)
-        k = _central(det.boxes, img.shape[1], img.shape[0])
+        k = nearest_to_centre(det.boxes, img.shape[1], img.shape[0])
         mb = det.boxes[k].astype(np.float64)
         side = np.sqrt((mb[2] - mb[0]) * (mb[3] - mb[1]))
         rel.append(
@@ -85,7 +84,7 @@ def compare(engine: Engine, paths: list[Path]) -> None:
         det = engine.detector.detect(img)
         if len(det) == 0:
             continue
-        k = _central(det.boxes, img.shape[1], img.shape[0])
+        k = nearest_to_centre(det.boxes, img.shape[1], img.shape[0])
         box, pts = det.boxes[k : k + 1], det.points[k]
         raw = engine.shape5.predict(img, box)[0]
         mapped = engine.shape5.predict(img, dlib_boxes_from_mtcnn(box))[0]

@@ -12,6 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
+def nearest_to_centre(boxes: np.ndarray | list[np.ndarray], width: int, height: int) -> int:
+    """Index of the (x1, y1, x2, y2) box whose centre is nearest the centre of a width x height
+    image: the labelled person of an LFW photo is its central face."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centres = (b[:, :2] + b[:, 2:]) / 2
+    return int(np.argmin(np.linalg.norm(centres - np.array([width / 2, height / 2]), axis=1)))
+
+
 def read_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     """A pairs file, one `image_a image_b same` line per pair (same: 1 or 0), as LFW's pairs.txt
     of ../shared/data: (images a, images b, same as bool array)."""

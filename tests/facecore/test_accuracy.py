@@ -16,6 +16,7 @@ from facecore.evaluation import (
     all_pairs,
     best_threshold_accuracy,
     cross_validated_accuracy,
+    nearest_to_centre,
     read_pairs,
 )
 from facecore.score import score_to_similarity, similarity_to_score
@@ -38,8 +39,7 @@ def lfw() -> tuple[list[str], np.ndarray]:
         img = decode_image(p.read_bytes())
         faces = engine.detect(img, max_faces=10, fields=("embedding",))
         assert faces, f"no face found in {p.name}"
-        centre = np.array([img.shape[1] / 2, img.shape[0] / 2])
-        best = min(faces, key=lambda f: float(np.linalg.norm(f.box.reshape(2, 2).mean(0) - centre)))
+        best = faces[nearest_to_centre([f.box for f in faces], img.shape[1], img.shape[0])]
         assert best.embedding is not None
         emb[i] = best.embedding
     return [str(p.relative_to(LFW)) for p in paths], emb

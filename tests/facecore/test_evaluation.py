@@ -62,3 +62,12 @@ def test_read_pairs_of_the_lfw_set() -> None:
     assert len(a) == len(b) == len(same) == 2400
     assert int(same.sum()) == 1200 and same[:300].all() and not same[300:600].any()
     assert a[0].startswith("images/") and a[0].endswith(".jpg")
+
+
+def test_nearest_to_centre() -> None:
+    from facecore.evaluation import nearest_to_centre
+
+    boxes = np.array([[0, 0, 20, 20], [100, 90, 160, 150], [200, 200, 250, 250]], np.float32)
+    assert nearest_to_centre(boxes, 250, 250) == 1
+    assert nearest_to_centre(list(boxes), 40, 40) == 0
+    assert nearest_to_centre(boxes[2:], 250, 250) == 0
