@@ -34,7 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from _lfw import LFW, facecore_embeddings, lfw_images
 
-FARS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
 ROC_FARS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
 
 

@@ -113,6 +113,3 @@ class OnnxRuntimeBackend:
     def run(self, role: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray] = self.session(role).run(None, feeds)
         return out
-
-    def input_names(self, role: str) -> list[str]:
-        return [i.name for i in self.session(role).get_inputs()]

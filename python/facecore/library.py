@@ -748,14 +748,15 @@ class FaceLibrary:
         states = [(grp, self._group(appid, grp)) for grp in groups]
         # Candidates come from the int8 index, exact scores from the stored fp32 embeddings. The
         # int8 score is within ~0.01 of the exact one, so this margin keeps every true match.
-        floor = score_to_similarity(float(match_threshold)) - 0.02 if match_threshold > 0 else -2.0
+        threshold_cos = score_to_similarity(float(match_threshold))
+        floor = threshold_cos - 0.02 if match_threshold > 0 else -2.0
         best: list[dict[tuple[str, str], tuple[float, str]]] = [{} for _ in range(len(q))]
         for grp, g in states:
             self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
         out: list[list[Match] | FaceCoreError] = []
         # Compared as cosines, with float rounding forgiven: an identical face (cosine 1 - 1e-7)
         # must pass a threshold of 100.
-        min_cos = score_to_similarity(float(match_threshold)) - 1e-6
+        min_cos = threshold_cos - 1e-6
         for per_user in best:
             matches = sorted(
                 (
