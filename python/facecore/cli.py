@@ -25,12 +25,10 @@ from typing import IO, Any
 import numpy as np
 
 from facecore.errors import FaceCoreError
+from facecore.image import face_crop
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 JOURNAL = "import"  # FaceLibrary.kv_put namespace of the import journal
-CROP_SCALE = 2.0  # the stored registration image: the face box enlarged this much
-CROP_MAX_SIDE = 400
-CROP_QUALITY = 90
 NO_FACE = 222202
 UNREADABLE = 222203
 BAD_ID = 222018
@@ -161,29 +159,6 @@ def _ready() -> Any:
     if _init_error is not None:
         raise WorkerError(f"the detection worker could not start: {_init_error}")
     return _engine
-
-
-def face_crop(image: np.ndarray, box: np.ndarray) -> bytes:
-    """JPEG of a square CROP_SCALE times the box's longer side, centred on it and clipped to the
-    image, longest side at most CROP_MAX_SIDE: enough context for reindex to find the face again."""
-    import cv2
-
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(x2 - x1, y2 - y1) * CROP_SCALE / 2
-    a, b = max(0, int(cx - half)), max(0, int(cy - half))
-    c, d = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
-    crop = image[b:d, a:c]
-    side = max(crop.shape[:2])
-    if side > CROP_MAX_SIDE:
-        f = CROP_MAX_SIDE / side
-        size = (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
-    if not ok:
-        raise RuntimeError("JPEG encoding of the face crop failed")
-    return bytes(buf)
 
 
 @dataclass

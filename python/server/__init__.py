@@ -1,6 +1,7 @@
 """FaceCore's HTTP service (import name ``facecore_server``): Starlette + uvicorn + orjson.
 
-Thin over :mod:`facecore`. The v3 routes arrive with later issues; for now it serves ``/health``.
+Thin over :mod:`facecore`: the v3 routes of Baidu's private deployment (see routes.py), /health,
+/metrics, /openapi.json.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
-"""``facecore-server`` / ``python -m facecore_server``: start the HTTP service."""
+"""``facecore-server`` / ``python -m facecore_server``: start the HTTP service.
+
+Logs go to stderr: the access log one JSON object per request (logger ``facecore.access``), the
+rest as plain lines. SIGTERM/SIGINT stop accepting connections and let requests in flight finish
+(up to --shutdown-timeout seconds) before the library is closed.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,7 +18,25 @@ from facecore_server.settings import Settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env_and_args(argv)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    level = getattr(logging, settings.log_level.upper())
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    access = logging.getLogger("facecore.access")
+    access.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        log_config=None,
+    )
     return 0
 
 

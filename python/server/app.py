@@ -1,16 +1,50 @@
-"""The Starlette application. Handlers stay thin; blocking work never runs on the event loop."""
+"""The Starlette application: the v3 envelope around facecore_server.service, nothing more.
+
+Every API answer is HTTP 200 with {error_code, error_msg, log_id, timestamp, cached, result};
+unknown paths (404) and methods (405) get the same envelope with error_code 3. Model-bound routes
+run through the admission gate (bounded queue, 222901 when full); library routes on worker
+threads. Nothing blocking runs on the event loop.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio.to_thread
 import facecore
 import orjson
+from facecore.backend import OnnxRuntimeBackend
+from facecore.batching import BatchingBackend
+from facecore.engine import Engine
+from facecore.errors import FaceCoreError
+from facecore.library import FaceLibrary, check_appid
+from facecore_server import openapi
+from facecore_server.admission import Admission
+from facecore_server.errors import (
+    BUSY,
+    SYSTEM_ERROR,
+    UNSUPPORTED_METHOD,
+    ApiError,
+    message,
+    missing,
+)
+from facecore_server.metrics import CONTENT_TYPE, Metrics
+from facecore_server.routes import OPS, PREFIXES, Op
+from facecore_server.service import FIELDS, QUALITY_LIMITS, UNSUPPORTED_REASONS, FaceService
 from facecore_server.settings import Settings
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+access_log = logging.getLogger("facecore.access")
+log = logging.getLogger("facecore.server")
 
 
 class ORJSONResponse(JSONResponse):
@@ -20,23 +54,321 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+class LogIds:
+    """13-digit request ids: milliseconds since the epoch, bumped to stay unique and increasing."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, int(time.time() * 1000))
+            return self._last
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(222013, f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(222013, f"the request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes, pair: bool) -> Any:
+    if not raw.strip():
+        body: Any = {}
+    else:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise ApiError(222001, f"the request body is not valid JSON ({e})") from None
+    if pair:
+        if not isinstance(body, list) or len(body) != 2:
+            raise ApiError(222208, "face/match takes a JSON array of exactly two image objects")
+        if not all(isinstance(item, dict) for item in body):
+            raise ApiError(222208, "each element of the face/match array must be a JSON object")
+        return body
+    if not isinstance(body, dict):
+        raise ApiError(222001, "the request body must be a JSON object")
+    return body
+
+
+class Server:
+    """What the handlers share: settings, service, gate, metrics, ids."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ids = LogIds()
+        self.metrics = Metrics()
+        workers = settings.workers or facecore.hardware_threads()
+        self.admission = Admission(workers, settings.max_queue, settings.queue_timeout)
+        self.inner = OnnxRuntimeBackend(settings.models_dir, threads=settings.model_threads)
+        backend = BatchingBackend(
+            self.inner,
+            settings.batch_max,
+            settings.batch_wait_ms / 1000,
+            peers=lambda: self.admission.running,
+            on_run=self.metrics.on_model_run,
+        )
+        self.engine = Engine(backend=backend, min_face=settings.min_face)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.library = FaceLibrary(
+            settings.data_dir,
+            token_capacity=settings.token_capacity,
+            token_days=settings.token_days,
+            sync_writes=settings.sync_writes,
+        )
+        self.service = FaceService(self.engine, self.library, settings.max_pixels)
+        self.metrics.watch(
+            lambda: (self.admission.waiting, self.admission.running),
+            lambda: self.library.stats()["groups"],
+        )
+
+    def warm_up(self) -> None:
+        """Open every model's session now, not on the first request."""
+        for role in self.inner.manifest["models"]:
+            if str(self.inner.manifest["models"][role]["file"]).endswith(".onnx"):
+                self.inner.session(role)
+
+    def close(self) -> None:
+        self.admission.close()
+        self.library.close()
+
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.engine.capabilities()
+        s = self.settings
+        return {
+            "face_field": sorted(FIELDS),
+            "always": caps["always"],
+            "quality": caps["quality"],
+            "emotion": caps["emotion"],
+            "unsupported": dict(sorted(UNSUPPORTED_REASONS.items())),
+            "image_type": ["BASE64", "FACE_TOKEN"],
+            "quality_control": {
+                "values": ["NONE", *QUALITY_LIMITS],
+                "checks": {"blur": 223114, "illumination": 223115, "completeness": 223116},
+                "not_checked": {"occlusion": UNSUPPORTED_REASONS["occlusion"]},
+            },
+            "liveness_control": {
+                "values": ["NONE"]
+                if not self.service.has_liveness
+                else ["NONE", "LOW", "NORMAL", "HIGH"],
+                "installed": self.service.has_liveness,
+            },
+            "embedding_dim": caps["embedding_dim"],
+            "score": "0-100, 80 = false accept rate 1e-4 (docs/accuracy.md)",
+            "limits": {
+                "max_body_bytes": s.max_body,
+                "max_pixels": s.max_pixels,
+                "max_face_num": 10,
+                "min_face_px": s.min_face,
+                "max_groups_per_search": 10,
+                "max_user_num": 20,
+                "token_days": s.token_days,
+                "token_capacity": s.token_capacity,
+            },
+            "batching": {
+                "max_batch": s.batch_max,
+                "max_wait_ms": s.batch_wait_ms,
+                "workers": self.admission.workers,
+            },
+        }
+
+    # ------------------------------------------------------------------ envelope
+
+    def answer(
+        self,
+        request: Request,
+        route: str,
+        log_id: int,
+        started: float,
+        code: int,
+        result: Any = None,
+        detail: str | None = None,
+        param: str | None = None,
+        status: int = 200,
+        appid: str | None = None,
+    ) -> Response:
+        body: dict[str, Any] = {
+            "error_code": code,
+            "error_msg": "SUCCESS" if code == 0 else message(code, param),
+            "log_id": log_id,
+            "timestamp": int(time.time()),
+            "cached": 0,
+            "result": result if code == 0 else None,
+        }
+        if code and detail:
+            body["error_detail"] = detail
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(route, code, elapsed)
+        if code == BUSY:
+            self.metrics.busy.inc()
+        if self.settings.access_log:
+            client = request.client
+            access_log.info(
+                orjson.dumps(
+                    {
+                        "ts": round(time.time(), 3),
+                        "log_id": log_id,
+                        "client": f"{client.host}:{client.port}" if client else None,
+                        "method": request.method,
+                        "path": request.url.path,
+                        "appid": appid,
+                        "status": status,
+                        "error_code": code,
+                        "detail": detail,
+                        "ms": round(elapsed * 1000, 2),
+                        "bytes_in": int(request.headers.get("content-length") or 0),
+                    }
+                ).decode()
+            )
+        return ORJSONResponse(body, status_code=status, headers={"X-Log-Id": str(log_id)})
+
+    def appid(self, request: Request) -> str:
+        appid = request.query_params.get("appid")
+        if appid is None or appid == "":
+            if self.settings.default_appid is None:
+                raise missing("appid")
+            return str(self.settings.default_appid)
+        return str(check_appid(appid))
+
+    def endpoint(self, op: Op) -> Callable[[Request], Awaitable[Response]]:
+        fn = getattr(self.service, op.handler)
+
+        async def handle(request: Request) -> Response:
+            log_id, started = self.ids.next(), time.perf_counter()
+            appid = None
+            try:
+                appid = self.appid(request)
+                body = parse_body(await read_body(request, self.settings.max_body), op.pair)
+                if op.model:
+                    result = await self.admission.run(fn, appid, body)
+                else:
+                    result = await anyio.to_thread.run_sync(fn, appid, body)
+            except ApiError as e:
+                return self.answer(
+                    request,
+                    op.path,
+                    log_id,
+                    started,
+                    e.code or SYSTEM_ERROR,
+                    detail=str(e),
+                    param=e.param,
+                    appid=appid,
+                )
+            except FaceCoreError as e:
+                if e.code is None:
+                    log.exception("log_id %d: uncoded error", log_id)
+                return self.answer(
+                    request,
+                    op.path,
+                    log_id,
+                    started,
+                    e.code or SYSTEM_ERROR,
+                    detail=str(e),
+                    appid=appid,
+                )
+            except Exception as e:  # never a 500: log it, answer "system error"
+                log.exception("log_id %d: internal error", log_id)
+                return self.answer(
+                    request,
+                    op.path,
+                    log_id,
+                    started,
+                    SYSTEM_ERROR,
+                    detail=f"internal error ({type(e).__name__}); see the server "
+                    f"log for log_id {log_id}",
+                    appid=appid,
+                )
+            return self.answer(request, op.path, log_id, started, 0, result, appid=appid)
+
+        return handle
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(settings)
 
     async def health(_: Request) -> ORJSONResponse:
-        threads = settings.threads or facecore.hardware_threads()
         return ORJSONResponse(
             {
                 "status": "ok",
                 "version": facecore.__version__,
                 "simd_level": facecore.simd_level(),
                 "simd_levels_available": facecore.available_simd_levels(),
-                "threads": threads,
+                "threads": settings.threads or facecore.hardware_threads(),
+                "workers": server.admission.workers,
                 "data_dir": str(settings.data_dir),
+                "models_dir": str(server.inner.models_dir),
+                "faces": server.library.stats()["faces"],
             }
         )
 
-    app = Starlette(routes=[Route("/health", health, methods=["GET"])])
+    async def metrics(_: Request) -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    doc = openapi.document(settings.default_appid)
+
+    async def openapi_json(_: Request) -> ORJSONResponse:
+        return ORJSONResponse(doc)
+
+    async def capabilities(request: Request) -> Response:
+        return server.answer(
+            request,
+            "capabilities",
+            server.ids.next(),
+            time.perf_counter(),
+            0,
+            server.capabilities(),
+        )
+
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        why = "no such API path" if status == 404 else f"{request.method} is not allowed here"
+        return server.answer(
+            request,
+            "unrouted",
+            server.ids.next(),
+            time.perf_counter(),
+            UNSUPPORTED_METHOD,
+            detail=f"{why}: {request.url.path}",
+            status=status,
+        )
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    for prefix in PREFIXES:
+        routes.append(Route(f"{prefix}/capabilities", capabilities, methods=["GET"]))
+        for op in OPS:
+            handler = server.endpoint(op)
+            for path in (op.path, *op.aliases):
+                routes.append(Route(f"{prefix}/{path}", handler, methods=["POST"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(server.warm_up)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(server.close)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={404: not_routed, 405: not_routed},
+        lifespan=lifespan,
+    )
     app.state.settings = settings
+    app.state.server = server
     return app
+
+
+__all__ = ["ORJSONResponse", "Server", "create_app"]

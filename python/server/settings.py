@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from facecore.image import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -14,22 +18,108 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8300
     data_dir: Path = Path("./data")
+    models_dir: Path | None = None  # None: $FACECORE_MODELS or ./models/onnx
+    default_appid: str | None = None  # set: requests without ?appid= use it (single tenant)
     threads: int = 0  # search threads; 0 = all cores
+    model_threads: int = 1  # ONNX Runtime intra-op threads per model call
+    workers: int = 0  # requests computed at once; 0 = one per core
+    max_queue: int = 64  # requests waiting for a worker before 222901
+    queue_timeout: float = 1.5  # seconds a request may wait for a worker before 222901
+    batch_max: int = 8  # dynamic batching: items per model run (1 = off)
+    batch_wait_ms: float = 0.0  # how long a batch waits for more (only under concurrency)
+    max_body: int = 10 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    min_face: int = 40
+    token_days: int = 30
+    token_capacity: int = 1_000_000
+    sync_writes: bool = False
     log_level: str = "info"
+    access_log: bool = True
+    shutdown_timeout: float = 30.0
 
     @classmethod
     def from_env_and_args(cls, argv: Sequence[str] | None = None) -> Settings:
+        """Every field is a flag (--data-dir or --data, --log-level, ...) and an environment
+        variable FACECORE_<FIELD> (FACECORE_DATA, FACECORE_MODELS: the short names also work)."""
         env = os.environ
-        p = argparse.ArgumentParser(prog="facecore-server", description="FaceCore face recognition server")
-        p.add_argument("--host", default=env.get("FACECORE_HOST", cls.host))
-        p.add_argument("--port", type=int, default=int(env.get("FACECORE_PORT", cls.port)))
-        p.add_argument("--data", dest="data_dir", type=Path, default=Path(env.get("FACECORE_DATA", str(cls.data_dir))))
-        p.add_argument("--threads", type=int, default=int(env.get("FACECORE_THREADS", cls.threads)))
-        p.add_argument("--log-level", default=env.get("FACECORE_LOG_LEVEL", cls.log_level),
-                       choices=["critical", "error", "warning", "info", "debug"])
-        a = p.parse_args(argv)
-        if not 0 < a.port < 65536:
-            p.error(f"--port must be in 1..65535, got {a.port}")
-        if a.threads < 0:
-            p.error(f"--threads must be >= 0, got {a.threads}")
-        return cls(host=a.host, port=a.port, data_dir=a.data_dir, threads=a.threads, log_level=a.log_level)
+        aliases = {"data_dir": "DATA", "models_dir": "MODELS"}
+        p = argparse.ArgumentParser(prog="facecore-server", description="FaceCore face server")
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            names = [flag] + (["--" + aliases[f.name].lower()] if f.name in aliases else [])
+            var = "FACECORE_" + aliases.get(f.name, f.name.upper())
+            raw = env.get(var, env.get("FACECORE_" + f.name.upper()))
+            kind = _kind(f.name)
+            if kind is bool:
+                p.add_argument(
+                    *names,
+                    dest=f.name,
+                    type=_bool,
+                    default=_bool(raw) if raw else f.default,
+                    metavar="on|off",
+                    help=f"env {var}",
+                )
+            else:
+                p.add_argument(
+                    *names,
+                    dest=f.name,
+                    type=kind,
+                    default=kind(raw) if raw else f.default,
+                    help=f"env {var}",
+                )
+        a = vars(p.parse_args(argv))
+        s = cls(**a)
+        problems = s.problems()
+        if problems:
+            p.error("; ".join(problems))
+        return s
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0 < self.port < 65536:
+            out.append(f"--port must be in 1..65535, got {self.port}")
+        for name in ("threads", "workers"):
+            if getattr(self, name) < 0:
+                out.append(f"--{name} must be >= 0")
+        for name in (
+            "model_threads",
+            "max_queue",
+            "batch_max",
+            "max_body",
+            "max_pixels",
+            "min_face",
+            "token_days",
+            "token_capacity",
+        ):
+            if getattr(self, name) < 1:
+                out.append(f"--{name.replace('_', '-')} must be >= 1")
+        if self.queue_timeout <= 0 or self.batch_wait_ms < 0 or self.shutdown_timeout < 0:
+            out.append("--queue-timeout must be > 0, --batch-wait-ms and --shutdown-timeout >= 0")
+        if self.default_appid is not None and not re.fullmatch(
+            r"[A-Za-z0-9_]{1,48}", self.default_appid
+        ):
+            out.append(f"--default-appid must be 1-48 of [A-Za-z0-9_], got {self.default_appid!r}")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            out.append(
+                f"--log-level must be critical|error|warning|info|debug, got {self.log_level}"
+            )
+        return out
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("1", "on", "true", "yes"):
+        return True
+    if value.lower() in ("0", "off", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
+def _kind(name: str) -> Any:
+    default = Settings.__dataclass_fields__[name].default
+    if name in ("data_dir", "models_dir"):
+        return Path
+    if name == "default_appid":
+        return str
+    return type(default)

@@ -1,0 +1,91 @@
+"""Prometheus metrics (GET /metrics, text format): requests and errors by route and code, latency,
+model batch sizes, the admission queue, faces per group.
+
+One registry per app, so several apps in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+
+
+class _Live(Collector):
+    """Values read at scrape time: queue depth, requests running, faces per group."""
+
+    def __init__(
+        self, admission: Callable[[], tuple[int, int]], groups: Callable[[], dict[str, int]]
+    ) -> None:
+        self.admission = admission
+        self.groups = groups
+
+    def collect(self) -> Iterator[Any]:
+        waiting, running = self.admission()
+        yield GaugeMetricFamily("facecore_queue_depth", "requests waiting for a worker", waiting)
+        yield GaugeMetricFamily("facecore_requests_running", "requests on a worker", running)
+        faces = GaugeMetricFamily(
+            "facecore_group_faces", "faces per group", labels=["appid", "group"]
+        )
+        for key, n in self.groups().items():
+            appid, group = key.split("/", 1)
+            faces.add_metric([appid, group], n)
+        yield faces
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "facecore_requests",
+            "API requests by route and error_code",
+            ["route", "error_code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "facecore_request_seconds",
+            "API request latency by route",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "facecore_batch_items",
+            "items per model run",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
+            registry=r,
+        )
+        self.batch_calls = Histogram(
+            "facecore_batch_calls",
+            "requests' calls merged per model run",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8),
+            registry=r,
+        )
+        self.busy = Counter("facecore_rejected_busy", "requests answered 222901", registry=r)
+        self.up = Gauge("facecore_up", "1 while the server runs", registry=r)
+        self.up.set(1)
+
+    def watch(
+        self, admission: Callable[[], tuple[int, int]], groups: Callable[[], dict[str, int]]
+    ) -> None:
+        self.registry.register(_Live(admission, groups))
+
+    def observe(self, route: str, error_code: int, seconds: float) -> None:
+        self.requests.labels(route, str(error_code)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def on_model_run(self, model: str, calls: int, items: int) -> None:
+        self.batch_items.labels(model).observe(items)
+        self.batch_calls.labels(model).observe(calls)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

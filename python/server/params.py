@@ -1,0 +1,194 @@
+"""Request parameters of the v3 API: one declaration per parameter gives both its check (with the
+spec's error code) and its OpenAPI schema, so the two cannot drift apart.
+
+Leniency a migrating client expects: integers may come as decimal strings ("10"), enum values in any
+letter case, and BASE64 images in either alphabet, with or without padding, line breaks or a
+``data:image/...;base64,`` prefix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from facecore_server.errors import ApiError, missing
+
+_ID = "^[A-Za-z0-9_]+$"
+_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+_NOT_B64 = re.compile(rb"[^A-Za-z0-9+/=]")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # "string" | "integer" | "number" | "enum" | "id" | "list"
+    code: int  # the spec's format-error code for this parameter
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    max_bytes: int | None = None
+    choices: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, Any]:
+        s: dict[str, Any]
+        if self.kind in ("integer", "number"):
+            s = {"type": self.kind}
+            if self.minimum is not None:
+                s["minimum"] = self.minimum
+            if self.maximum is not None:
+                s["maximum"] = self.maximum
+        elif self.kind == "enum":
+            s = {"type": "string", "enum": list(self.choices)}
+        elif self.kind == "id":
+            s = {"type": "string", "pattern": _ID, "minLength": 1, "maxLength": self.max_bytes}
+        else:
+            s = {"type": "string"}
+            if self.max_bytes is not None:
+                s["maxLength"] = self.max_bytes
+        if self.default is not None:
+            s["default"] = self.default
+        if self.description:
+            s["description"] = self.description
+        s.update(self.extra)
+        return s
+
+    def read(self, body: Mapping[str, Any]) -> Any:
+        value = body.get(self.name)
+        if value is None or value == "":
+            if self.required:
+                raise missing(self.name)
+            return self.default
+        if self.kind in ("integer", "number"):
+            return self._number(value)
+        if not isinstance(value, str):
+            raise self.error(f"must be a string, got {type(value).__name__}")
+        if self.kind == "enum":
+            upper = value.upper()
+            if upper not in self.choices:
+                raise self.error(f"must be one of {', '.join(self.choices)}, got {value!r}")
+            return upper
+        if self.kind == "id":
+            if not re.match(_ID, value) or len(value) > (self.max_bytes or 0):
+                raise self.error(
+                    f"must be 1-{self.max_bytes} characters of [A-Za-z0-9_], got {value[:64]!r}"
+                )
+        elif self.max_bytes is not None and len(value.encode()) > self.max_bytes:
+            raise self.error(f"must be at most {self.max_bytes} bytes")
+        return value
+
+    def _number(self, value: Any) -> int | float:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value):
+            value = float(value) if "." in value else int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"must be a {self.kind}, got {type(value).__name__}")
+        if self.kind == "integer" and isinstance(value, float):
+            if not value.is_integer():
+                raise self.error(f"must be an integer, got {value}")
+            value = int(value)
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise self.error(f"must be in {self.minimum:g}..{self.maximum:g}, got {value}")
+        number: int | float = value
+        return number
+
+    def error(self, why: str) -> ApiError:
+        return ApiError(self.code, f"{self.name} {why}", self.name)
+
+
+CONTROLS = ("NONE", "LOW", "NORMAL", "HIGH")
+FACE_TYPES = ("LIVE", "IDCARD", "WATERMARK", "CERT", "INFRARED")
+
+IMAGE = Param(
+    "image",
+    "string",
+    222013,
+    required=True,
+    description="BASE64 image data, or a face_token when image_type is FACE_TOKEN",
+)
+IMAGE_TYPE = Param("image_type", "enum", 222015, required=True, choices=("BASE64", "FACE_TOKEN"))
+MAX_FACE_NUM = Param("max_face_num", "integer", 222016, default=1, minimum=1, maximum=10)
+FACE_FIELD = Param(
+    "face_field",
+    "string",
+    222017,
+    max_bytes=512,
+    description="comma-separated: age, gender, expression, emotion, landmark, "
+    "eye_status, quality, feature, ... (see GET /face-api/v3/capabilities)",
+)
+FACE_TYPE = Param("face_type", "enum", 222024, default="LIVE", choices=FACE_TYPES)
+QUALITY_CONTROL = Param("quality_control", "enum", 222019, default="NONE", choices=CONTROLS)
+LIVENESS_CONTROL = Param("liveness_control", "enum", 222020, default="NONE", choices=CONTROLS)
+GROUP_ID = Param("group_id", "id", 222006, required=True, max_bytes=48)
+GROUP_ID_OR_ALL = Param(
+    "group_id",
+    "string",
+    222006,
+    required=True,
+    max_bytes=48,
+    extra={"pattern": "^(@ALL|[A-Za-z0-9_]+)$"},
+    description="a group id, or @ALL for every group of the appid",
+)
+SRC_GROUP_ID = Param("src_group_id", "id", 222006, required=True, max_bytes=48)
+DST_GROUP_ID = Param("dst_group_id", "id", 222006, required=True, max_bytes=48)
+USER_ID = Param("user_id", "id", 222018, required=True, max_bytes=128)
+USER_ID_OPTIONAL = Param(
+    "user_id", "id", 222018, max_bytes=128, description="search only this user's faces"
+)
+USER_INFO = Param("user_info", "string", 222010, max_bytes=256)
+FACE_TOKEN = Param("face_token", "id", 222025, required=True, max_bytes=64)
+GROUP_ID_LIST = Param(
+    "group_id_list",
+    "string",
+    222005,
+    required=True,
+    max_bytes=10 * 49,
+    description="up to 10 comma-separated group ids",
+)
+MATCH_THRESHOLD = Param("match_threshold", "number", 222001, default=0, minimum=0, maximum=100)
+MAX_USER_NUM = Param("max_user_num", "integer", 222021, default=1, minimum=1, maximum=20)
+START = Param("start", "integer", 222002, default=0, minimum=0, maximum=2**31 - 1)
+LENGTH = Param("length", "integer", 222003, default=100, minimum=1, maximum=1000)
+
+IMAGE_PARAMS = (IMAGE, IMAGE_TYPE, FACE_TYPE, QUALITY_CONTROL, LIVENESS_CONTROL)
+
+
+def group_list(value: str) -> list[str]:
+    """The groups of `group_id_list`, in order, duplicates dropped; 223104 beyond 10."""
+    groups = [g.strip() for g in value.split(",")]
+    if any(not re.match(_ID, g) or len(g) > 48 for g in groups):
+        raise ApiError(
+            222005,
+            f"group_id_list must be comma-separated group ids, got {value[:64]!r}",
+            "group_id_list",
+        )
+    groups = list(dict.fromkeys(groups))
+    if len(groups) > 10:
+        raise ApiError(223104, f"group_id_list names {len(groups)} groups; at most 10 per search")
+    return groups
+
+
+def decode_base64(text: str) -> bytes:
+    """Bytes of a BASE64 image: either alphabet, padding optional, whitespace and a data: prefix
+    tolerated; 222013 for anything else."""
+    text = _DATA_URL.sub("", text, count=1)
+    data = "".join(text.split()).encode("ascii", "replace").translate(_URLSAFE)
+    if not data or _NOT_B64.search(data) or "=" in data.rstrip(b"=").decode():
+        raise ApiError(222013, "image is not valid base64", "image")
+    data = data.rstrip(b"=")
+    if len(data) % 4 == 1:
+        raise ApiError(222013, "image is not valid base64 (truncated)", "image")
+    try:
+        return base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
+    except binascii.Error as e:
+        raise ApiError(222013, f"image is not valid base64: {e}", "image") from None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")

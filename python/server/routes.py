@@ -1,0 +1,209 @@
+"""The v3 routes: one declaration each (path, aliases, parameters, result shape), from which the app
+registers its handlers and /openapi.json is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from facecore_server import params as P
+
+# Path prefixes that all answer the same routes (DECISIONS.md, Transport).
+PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
+
+_NUM = {"type": "number"}
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+LOCATION = {
+    "type": "object",
+    "required": ["left", "top", "width", "height", "rotation"],
+    "properties": {"left": _NUM, "top": _NUM, "width": _NUM, "height": _NUM, "rotation": _INT},
+}
+_TYPED = {
+    "type": "object",
+    "required": ["type", "probability"],
+    "properties": {"type": _STR, "probability": _NUM},
+}
+_POINTS = {
+    "type": "array",
+    "items": {"type": "object", "required": ["x", "y"], "properties": {"x": _NUM, "y": _NUM}},
+}
+DETECT_FACE = {
+    "type": "object",
+    "required": ["face_token", "location", "face_probability"],
+    "properties": {
+        "face_token": _STR,
+        "location": LOCATION,
+        "face_probability": _NUM,
+        "angle": {
+            "type": "object",
+            "required": ["yaw", "pitch", "roll"],
+            "properties": {"yaw": _NUM, "pitch": _NUM, "roll": _NUM},
+        },
+        "age": _NUM,
+        "gender": _TYPED,
+        "expression": _TYPED,
+        "emotion": _TYPED,
+        "eye_status": {
+            "type": "object",
+            "required": ["left_eye", "right_eye"],
+            "properties": {"left_eye": _NUM, "right_eye": _NUM},
+        },
+        "landmark": {**_POINTS, "minItems": 4, "maxItems": 4},
+        "landmark72": {**_POINTS, "minItems": 72, "maxItems": 72},
+        "quality": {
+            "type": "object",
+            "required": ["blur", "illumination", "completeness"],
+            "properties": {"blur": _NUM, "illumination": _NUM, "completeness": _INT},
+        },
+        "feature": {"type": "string", "description": "base64 of the float32 embedding"},
+    },
+}
+USER = {
+    "type": "object",
+    "required": ["group_id", "user_id", "user_info", "score"],
+    "properties": {"group_id": _STR, "user_id": _STR, "user_info": _STR, "score": _NUM},
+}
+_TOKEN_ONLY = {"type": "object", "required": ["face_token"], "properties": {"face_token": _STR}}
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(props), "properties": props}
+
+
+def _list(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+@dataclass(frozen=True)
+class Op:
+    path: str  # "face/detect", after a prefix
+    handler: str  # FaceService method
+    params: tuple[P.Param, ...]
+    result: dict[str, Any] | None  # None: result is always null
+    summary: str
+    aliases: tuple[str, ...] = ()
+    model: bool = False  # runs the models: goes through admission
+    pair: bool = False  # body is an array of two image objects (face/match)
+
+
+_IMAGE = P.IMAGE_PARAMS
+_SEARCH = (P.GROUP_ID_LIST, P.USER_ID_OPTIONAL, P.MATCH_THRESHOLD, P.MAX_USER_NUM)
+_STORE = (*_IMAGE, P.GROUP_ID, P.USER_ID, P.USER_INFO)
+_STORED = _obj(face_token=_STR, location=LOCATION)
+
+OPS = (
+    Op(
+        "face/detect",
+        "detect",
+        (*_IMAGE[:3], P.MAX_FACE_NUM, P.FACE_FIELD),
+        _obj(face_num=_INT, face_list=_list(DETECT_FACE)),
+        "Detect faces with their attributes",
+        model=True,
+    ),
+    Op(
+        "face/match",
+        "match",
+        _IMAGE,
+        _obj(score=_NUM, face_list=_list(_TOKEN_ONLY)),
+        "Compare the largest faces of two images (score 0-100, 80 = FAR 1e-4)",
+        model=True,
+        pair=True,
+    ),
+    Op(
+        "face/identify",
+        "identify",
+        (*_IMAGE, *_SEARCH),
+        _obj(face_token=_STR, user_list=_list(USER)),
+        "Search groups for the users most like the largest face",
+        ("face/search",),
+        model=True,
+    ),
+    Op(
+        "face/multi-search",
+        "multi_search",
+        (*_IMAGE, *_SEARCH, P.MAX_FACE_NUM),
+        _obj(
+            face_num=_INT,
+            face_list=_list(_obj(face_token=_STR, location=LOCATION, user_list=_list(USER))),
+        ),
+        "Search groups for every face of the image (M:N)",
+        model=True,
+    ),
+    Op(
+        "face/add",
+        "add",
+        _STORE,
+        _STORED,
+        "Register the largest face for a user (creates group and user)",
+        model=True,
+    ),
+    Op(
+        "face/update",
+        "update",
+        _STORE,
+        _STORED,
+        "Replace all of a user's faces in a group with the largest face",
+        model=True,
+    ),
+    Op(
+        "face/list",
+        "face_list",
+        (P.GROUP_ID, P.USER_ID),
+        _obj(face_list=_list(_obj(face_token=_STR, ctime=_STR))),
+        "A user's faces",
+        ("face/getlist",),
+    ),
+    Op(
+        "face/delete",
+        "face_delete",
+        (P.GROUP_ID, P.USER_ID, P.FACE_TOKEN),
+        None,
+        "Delete one face of a user (the user goes with its last face)",
+    ),
+    Op(
+        "user/copy",
+        "user_copy",
+        (P.USER_ID, P.SRC_GROUP_ID, P.DST_GROUP_ID),
+        None,
+        "Copy a user and its faces into another existing group",
+    ),
+    Op(
+        "user/get",
+        "user_get",
+        (P.GROUP_ID_OR_ALL, P.USER_ID),
+        _obj(user_list=_list(_obj(user_info=_STR, group_id=_STR))),
+        "A user's info and groups",
+    ),
+    Op(
+        "user/list",
+        "user_list",
+        (P.GROUP_ID, P.START, P.LENGTH),
+        _obj(user_id_list=_list(_STR)),
+        "User ids of a group",
+        ("group/getusers",),
+    ),
+    Op(
+        "user/delete",
+        "user_delete",
+        (P.GROUP_ID_OR_ALL, P.USER_ID),
+        None,
+        "Delete a user from a group (or every group with @ALL)",
+    ),
+    Op("group/add", "group_add", (P.GROUP_ID,), None, "Create an empty group"),
+    Op(
+        "group/delete",
+        "group_delete",
+        (P.GROUP_ID,),
+        None,
+        "Delete a group and everything in it (in the background)",
+    ),
+    Op(
+        "group/list",
+        "group_list",
+        (P.START, P.LENGTH),
+        _obj(group_id_list=_list(_STR)),
+        "Groups of the appid",
+        ("group/getlist",),
+    ),
+)
