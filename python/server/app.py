@@ -124,7 +124,16 @@ class Server:
             token_days=settings.token_days,
             sync_writes=settings.sync_writes,
         )
-        self.service = FaceService(self.engine, self.library, settings.max_pixels)
+        self.service = FaceService(
+            self.engine,
+            self.library,
+            settings.max_pixels,
+            url_hosts=frozenset(
+                h.strip().lower() for h in settings.url_hosts.split(",") if h.strip()
+            ),
+            url_max_bytes=settings.max_body,
+            url_timeout=settings.url_timeout,
+        )
         self.metrics.watch(
             lambda: (self.admission.waiting, self.admission.running),
             lambda: self.library.stats()["groups"],
@@ -149,7 +158,7 @@ class Server:
             "quality": caps["quality"],
             "emotion": caps["emotion"],
             "unsupported": dict(sorted(UNSUPPORTED_REASONS.items())),
-            "image_type": ["BASE64", "FACE_TOKEN"],
+            "image_type": ["BASE64", "FACE_TOKEN"] + (["URL"] if self.service.url_hosts else []),
             "quality_control": {
                 "values": ["NONE", *QUALITY_LIMITS],
                 "checks": {"blur": 223114, "illumination": 223115, "completeness": 223116},

@@ -85,7 +85,10 @@ class Param:
 
     def _number(self, value: Any) -> int | float:
         if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value):
-            value = float(value) if "." in value else int(value)
+            try:
+                value = float(value) if "." in value else int(value)
+            except ValueError:  # over Python's int-from-string digit limit (4300)
+                raise self.error(f"must be a {self.kind}, got {len(value)} digits") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(f"must be a {self.kind}, got {type(value).__name__}")
         if self.kind == "integer" and isinstance(value, float):
@@ -113,7 +116,14 @@ IMAGE = Param(
     required=True,
     description="BASE64 image data, or a face_token when image_type is FACE_TOKEN",
 )
-IMAGE_TYPE = Param("image_type", "enum", 222015, required=True, choices=("BASE64", "FACE_TOKEN"))
+IMAGE_TYPE = Param(
+    "image_type",
+    "enum",
+    222015,
+    required=True,
+    choices=("BASE64", "FACE_TOKEN", "URL"),
+    description="URL only works for hosts the server allow-lists (--url-hosts)",
+)
 MAX_FACE_NUM = Param("max_face_num", "integer", 222016, default=1, minimum=1, maximum=10)
 FACE_FIELD = Param(
     "face_field",

@@ -24,6 +24,7 @@ from facecore.library import FaceLibrary, NewFace, check_token
 from facecore.score import similarity_to_score
 from facecore_server import params as P
 from facecore_server.errors import ApiError
+from facecore_server.fetch import fetch_image
 
 # face_field values: what we compute, and Baidu's names we know but leave out (with the reason in
 # /capabilities). Anything else is a 222017.
@@ -183,12 +184,22 @@ def check_quality(p: Probe, control: str) -> None:
 
 class FaceService:
     def __init__(
-        self, engine: Engine, library: FaceLibrary, max_pixels: int, has_liveness: bool = False
+        self,
+        engine: Engine,
+        library: FaceLibrary,
+        max_pixels: int,
+        has_liveness: bool = False,
+        url_hosts: frozenset[str] = frozenset(),
+        url_max_bytes: int = 10 * 1024 * 1024,
+        url_timeout: float = 5.0,
     ) -> None:
         self.engine = engine
         self.library = library
         self.max_pixels = max_pixels
         self.has_liveness = has_liveness
+        self.url_hosts = url_hosts
+        self.url_max_bytes = url_max_bytes
+        self.url_timeout = url_timeout
 
     # ------------------------------------------------------------------ faces from input
 
@@ -207,7 +218,11 @@ class FaceService:
             token = check_token(image)
             emb, attrs = self.library.token_get(token)
             return [Probe(token, emb, attrs)]
-        decoded = decode_image(P.decode_base64(image), self.max_pixels)
+        if image_type == "URL":
+            data = fetch_image(image, self.url_hosts, self.url_max_bytes, self.url_timeout)
+        else:
+            data = P.decode_base64(image)
+        decoded = decode_image(data, self.max_pixels)
         faces = self.engine.detect(decoded, max_faces, {*fields, "embedding", "quality"})
         if not faces:
             raise ApiError(222202, "no face was found in the image")

@@ -29,6 +29,8 @@ class Settings:
     batch_wait_ms: float = 0.0  # how long a batch waits for more (only under concurrency)
     max_body: int = 10 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
+    url_hosts: str = ""  # comma-separated hosts image_type=URL may fetch from; empty: URL is off
+    url_timeout: float = 5.0
     min_face: int = 40
     token_days: int = 30
     token_capacity: int = 1_000_000
@@ -99,6 +101,8 @@ class Settings:
             r"[A-Za-z0-9_]{1,48}", self.default_appid
         ):
             out.append(f"--default-appid must be 1-48 of [A-Za-z0-9_], got {self.default_appid!r}")
+        if self.url_timeout <= 0:
+            out.append("--url-timeout must be > 0")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             out.append(
                 f"--log-level must be critical|error|warning|info|debug, got {self.log_level}"
