@@ -73,15 +73,28 @@ class Client:
         return self.log.read_text(errors="replace")
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60) -> Client:
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> Client:
     port = free_port()
     data = tmp / "data"
     log = tmp / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "facecore_server", "--host", "127.0.0.1", "--port", str(port),
-             "--data", str(data), "--threads", "1", *args],
+            [
+                sys.executable,
+                "-m",
+                "facecore_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data",
+                str(data),
+                "--threads",
+                "1",
+                *args,
+            ],
             env=dict(os.environ, **(env or {})),
             stdout=out,
             stderr=subprocess.STDOUT,

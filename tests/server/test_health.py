@@ -25,6 +25,9 @@ def test_health(server: Client) -> None:
 def test_bad_port_is_refused() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "facecore_server", "--port", "0"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert out.returncode != 0 and "--port must be in 1..65535" in out.stderr
