@@ -15,8 +15,8 @@ Key layout (docs/storage.md): all keys are UTF-8, fields separated by "/", which
     R/{appid}/{group}/{row:016x}       row: embedding d x f32, token 16 bytes, user id
     T/{appid}/{group}/{token}          token -> row int64 + user id
     I/{appid}/{group}/{token}          registration image bytes (for reindex)
-    D/{token}                          detected-face token: ts int64, embedding, attributes JSON
-    E/{ts:016x}/{token}                eviction order of detected-face tokens
+    D/{appid}/{token}                  detected-face token: ts int64, embedding, attributes JSON
+    E/{ts:016x}/{appid}/{token}        eviction order of detected-face tokens
     K/{namespace}/{key}                small metadata for tools (the import journal)
 
 On open, each group's index is rebuilt from its R/ keys, or loaded from `indexes/` when the saved
@@ -848,21 +848,24 @@ class FaceLibrary:
 
     # ------------------------------------------------------------------ detected-face tokens
 
-    def token_put(self, face_token: str, embedding: np.ndarray, attributes: dict[str, Any]) -> None:
-        """Remember a detected face for image_type=FACE_TOKEN (evicting the oldest)."""
-        token = check_token(face_token)
+    def token_put(
+        self, appid: str, face_token: str, embedding: np.ndarray, attributes: dict[str, Any]
+    ) -> None:
+        """Remember a face detected for `appid`, for image_type=FACE_TOKEN (evicting the oldest).
+        Tokens are per appid: the same image seen by another appid is that appid's own entry."""
+        key = f"{check_appid(appid)}/{check_token(face_token)}"
         emb = self._embedding(embedding)
         now = time.time_ns()
         with self._token_lock:
             batch = WriteBatch(raw_mode=True)
-            old = self._db.get(f"D/{token}".encode())
+            old = self._db.get(f"D/{key}".encode())
             if old is not None:
-                batch.delete(f"E/{struct.unpack_from('<q', old)[0]:016x}/{token}".encode())
+                batch.delete(f"E/{struct.unpack_from('<q', old)[0]:016x}/{key}".encode())
             else:
                 self._token_count += 1
             value = struct.pack("<q", now) + emb.tobytes() + json.dumps(attributes).encode()
-            batch.put(f"D/{token}".encode(), value)
-            batch.put(f"E/{now:016x}/{token}".encode(), b"")
+            batch.put(f"D/{key}".encode(), value)
+            batch.put(f"E/{now:016x}/{key}".encode(), b"")
             self._write(batch)
             self._evict_tokens()
 
@@ -882,9 +885,9 @@ class FaceLibrary:
             self._write(batch)
             self._token_count -= dropped
 
-    def token_get(self, face_token: str) -> tuple[np.ndarray, dict[str, Any]]:
-        token = check_token(face_token)
-        value = self._db.get(f"D/{token}".encode())
+    def token_get(self, appid: str, face_token: str) -> tuple[np.ndarray, dict[str, Any]]:
+        appid, token = check_appid(appid), check_token(face_token)
+        value = self._db.get(f"D/{appid}/{token}".encode())
         horizon = time.time_ns() - self.token_seconds * 1_000_000_000
         if value is None or struct.unpack_from("<q", value)[0] < horizon:
             raise _err(222209, f"face_token {token} does not exist or has expired")

@@ -8,6 +8,7 @@ rest as plain lines. SIGTERM/SIGINT stop accepting connections and let requests 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
+    # that was installed before it started: a no-op one here, so the process exits with 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

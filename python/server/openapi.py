@@ -82,7 +82,7 @@ def document(default_appid: str | None) -> dict[str, Any]:
             }
         }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",  # 3.1: its schemas are JSON Schema 2020-12 ({"type": "null"})
         "info": {
             "title": "FaceCore",
             "version": facecore.__version__,

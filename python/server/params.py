@@ -33,6 +33,7 @@ class Param:
     maximum: float | None = None
     max_bytes: int | None = None
     choices: tuple[str, ...] = ()
+    empty_ok: bool = False  # "" is a value (user_info: clears it), not an absent parameter
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +62,7 @@ class Param:
 
     def read(self, body: Mapping[str, Any]) -> Any:
         value = body.get(self.name)
-        if value is None or value == "":
+        if value is None or (value == "" and not self.empty_ok):
             if self.required:
                 raise missing(self.name)
             return self.default
@@ -72,7 +73,7 @@ class Param:
         if self.kind == "enum":
             upper = value.upper()
             if upper not in self.choices:
-                raise self.error(f"must be one of {', '.join(self.choices)}, got {value!r}")
+                raise self.error(f"must be one of {', '.join(self.choices)}, got {value[:32]!r}")
             return upper
         if self.kind == "id":
             if not re.match(_ID, value) or len(value) > (self.max_bytes or 0):
@@ -98,12 +99,18 @@ class Param:
         if (self.minimum is not None and value < self.minimum) or (
             self.maximum is not None and value > self.maximum
         ):
-            raise self.error(f"must be in {self.minimum:g}..{self.maximum:g}, got {value}")
+            raise self.error(f"must be in {_num(self.minimum)}..{_num(self.maximum)}, got {value}")
         number: int | float = value
         return number
 
     def error(self, why: str) -> ApiError:
-        return ApiError(self.code, f"{self.name} {why}", self.name)
+        # Only a missing parameter is named in 222001's "param[] is null" (match_threshold's
+        # format errors share the code, the table having none of their own).
+        return ApiError(self.code, f"{self.name} {why}", None if self.code == 222001 else self.name)
+
+
+def _num(x: float | None) -> str:
+    return "?" if x is None else str(int(x)) if float(x).is_integer() else str(x)
 
 
 CONTROLS = ("NONE", "LOW", "NORMAL", "HIGH")
@@ -152,7 +159,7 @@ USER_ID = Param("user_id", "id", 222018, required=True, max_bytes=128)
 USER_ID_OPTIONAL = Param(
     "user_id", "id", 222018, max_bytes=128, description="search only this user's faces"
 )
-USER_INFO = Param("user_info", "string", 222010, max_bytes=256)
+USER_INFO = Param("user_info", "string", 222010, max_bytes=256, empty_ok=True)
 FACE_TOKEN = Param("face_token", "id", 222025, required=True, max_bytes=64)
 GROUP_ID_LIST = Param(
     "group_id_list",

@@ -205,6 +205,7 @@ class FaceService:
 
     def probes(
         self,
+        appid: str,
         body: dict[str, Any],
         fields: tuple[str, ...] | set[str],
         max_faces: int = 1,
@@ -215,8 +216,10 @@ class FaceService:
         image = P.IMAGE.read(body)
         P.FACE_TYPE.read(body)  # checked; every face type goes through the same models
         if image_type == "FACE_TOKEN":
+            if len(image) > 64:  # an image sent as a token: not echoed into error_detail / log
+                raise ApiError(222025, f"image is {len(image)} characters, not a face_token")
             token = check_token(image)
-            emb, attrs = self.library.token_get(token)
+            emb, attrs = self.library.token_get(appid, token)
             return [Probe(token, emb, attrs)]
         if image_type == "URL":
             data = fetch_image(image, self.url_hosts, self.url_max_bytes, self.url_timeout)
@@ -230,19 +233,23 @@ class FaceService:
         for f in faces:
             assert f.embedding is not None
             attrs = face_attrs(f)
-            self.library.token_put(f.token, f.embedding, attrs)
+            self.library.token_put(appid, f.token, f.embedding, attrs)
             out.append(
                 Probe(f.token, f.embedding, attrs, face_crop(decoded, f.box) if crop else None)
             )
         return out
 
     def probe(
-        self, body: dict[str, Any], fields: tuple[str, ...] = MATCH_FIELDS, crop: bool = False
+        self,
+        appid: str,
+        body: dict[str, Any],
+        fields: tuple[str, ...] = MATCH_FIELDS,
+        crop: bool = False,
     ) -> Probe:
         """The largest face, after the request's quality and liveness controls."""
         quality = P.QUALITY_CONTROL.read(body)
         self.check_liveness_control(body)
-        p = self.probes(body, fields, 1, crop)[0]
+        p = self.probes(appid, body, fields, 1, crop)[0]
         check_quality(p, quality)
         return p
 
@@ -261,11 +268,11 @@ class FaceService:
     def detect(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
         max_faces = P.MAX_FACE_NUM.read(body)
         wanted = face_fields(P.FACE_FIELD.read(body))
-        probes = self.probes(body, {*ALWAYS, *wanted}, max_faces)
+        probes = self.probes(appid, body, {*ALWAYS, *wanted}, max_faces)
         return {"face_num": len(probes), "face_list": [detect_json(p, wanted) for p in probes]}
 
     def match(self, appid: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        a, b = (self.probe(item) for item in items)
+        a, b = (self.probe(appid, item) for item in items)
         score = similarity_to_score(float(np.dot(a.embedding, b.embedding)))
         return {
             "score": _r(float(score)),
@@ -279,7 +286,7 @@ class FaceService:
 
     def identify(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
         groups, user, threshold, top = self._search_args(body)
-        p = self.probe(body)
+        p = self.probe(appid, body)
         matches = self.library.identify(appid, groups, p.embedding, user, threshold, top)
         return {"face_token": p.token, "user_list": [_user(m) for m in matches]}
 
@@ -288,7 +295,7 @@ class FaceService:
         max_faces = P.MAX_FACE_NUM.read(body)
         quality = P.QUALITY_CONTROL.read(body)
         self.check_liveness_control(body)
-        probes = self.probes(body, MATCH_FIELDS, max_faces)
+        probes = self.probes(appid, body, MATCH_FIELDS, max_faces)
         for p in probes:
             check_quality(p, quality)
         found = self.library.identify_many(
@@ -306,18 +313,18 @@ class FaceService:
             raise ApiError(222207, "no face in the image matches a user")
         return {"face_num": len(faces), "face_list": faces}
 
-    def _stored_face(self, body: dict[str, Any]) -> tuple[str, str, str | None, Probe]:
+    def _stored_face(self, appid: str, body: dict[str, Any]) -> tuple[str, str, str | None, Probe]:
         group, user = P.GROUP_ID.read(body), P.USER_ID.read(body)
         info = P.USER_INFO.read(body)
-        return group, user, info, self.probe(body, crop=True)
+        return group, user, info, self.probe(appid, body, crop=True)
 
     def add(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        group, user, info, p = self._stored_face(body)
+        group, user, info, p = self._stored_face(appid, body)
         self.library.face_add(appid, group, user, _new_face(p), info)
         return {"face_token": p.token, "location": p.attrs["location"]}
 
     def update(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        group, user, info, p = self._stored_face(body)
+        group, user, info, p = self._stored_face(appid, body)
         self.library.face_update(appid, group, user, _new_face(p), info)
         return {"face_token": p.token, "location": p.attrs["location"]}
 

@@ -24,8 +24,10 @@ class Settings:
     model_threads: int = 1  # ONNX Runtime intra-op threads per model call
     workers: int = 0  # requests computed at once; 0 = one per core
     max_queue: int = 64  # requests waiting for a worker before 222901
-    queue_timeout: float = 1.5  # seconds a request may wait for a worker before 222901
-    batch_max: int = 8  # dynamic batching: items per model run (1 = off)
+    queue_timeout: float = 1.0  # seconds a request may wait for a worker before 222901
+    # Dynamic batching: items per model run. Off (1) on CPUs: a merged run takes one core, where
+    # the separate calls would have used all of them (bench/test_server.py measures both).
+    batch_max: int = 1
     batch_wait_ms: float = 0.0  # how long a batch waits for more (only under concurrency)
     max_body: int = 10 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -52,23 +54,20 @@ class Settings:
             var = "FACECORE_" + aliases.get(f.name, f.name.upper())
             raw = env.get(var, env.get("FACECORE_" + f.name.upper()))
             kind = _kind(f.name)
-            if kind is bool:
-                p.add_argument(
-                    *names,
-                    dest=f.name,
-                    type=_bool,
-                    default=_bool(raw) if raw else f.default,
-                    metavar="on|off",
-                    help=f"env {var}",
-                )
-            else:
-                p.add_argument(
-                    *names,
-                    dest=f.name,
-                    type=kind,
-                    default=kind(raw) if raw else f.default,
-                    help=f"env {var}",
-                )
+            parse = _bool if kind is bool else kind
+            try:
+                default = parse(raw) if raw else f.default
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                used = var if var in env else "FACECORE_" + f.name.upper()
+                p.error(f"environment variable {used}={raw!r} is not a valid {flag} value ({e})")
+            p.add_argument(
+                *names,
+                dest=f.name,
+                type=parse,
+                default=default,
+                metavar="on|off" if kind is bool else None,
+                help=f"env {var}",
+            )
         a = vars(p.parse_args(argv))
         s = cls(**a)
         problems = s.problems()

@@ -565,14 +565,14 @@ def test_token_put_get_roundtrip(lib: FaceLibrary) -> None:
     e = unit(rng)
     t = tok()
     attrs = {"age": 31, "gender": {"type": "female", "probability": 0.9}, "angle": [1.0, 2.0, 3.0]}
-    lib.token_put(t, e, attrs)
-    got, got_attrs = lib.token_get(t)
+    lib.token_put("app", t, e, attrs)
+    got, got_attrs = lib.token_get("app", t)
     assert got.dtype == np.float32 and np.array_equal(got, e)
     assert got_attrs == attrs
     # put again: replaced
     e2 = unit(rng)
-    lib.token_put(t, e2, {"age": 1})
-    got, got_attrs = lib.token_get(t)
+    lib.token_put("app", t, e2, {"age": 1})
+    got, got_attrs = lib.token_get("app", t)
     assert np.array_equal(got, e2) and got_attrs == {"age": 1}
 
 
@@ -581,43 +581,55 @@ def test_token_eviction_oldest_first(tmp_path: Path) -> None:
     with opened(tmp_path / "lib", token_capacity=3) as lib:
         ts = [tok() for _ in range(5)]
         for t in ts[:3]:
-            lib.token_put(t, unit(rng), {})
-        lib.token_put(ts[0], unit(rng), {"refreshed": True})  # ts[0] is now the newest
-        lib.token_put(ts[3], unit(rng), {})
-        fails(lib, 222209, lib.token_get, ts[1])
+            lib.token_put("app", t, unit(rng), {})
+        lib.token_put("app", ts[0], unit(rng), {"refreshed": True})  # ts[0] is now the newest
+        lib.token_put("app", ts[3], unit(rng), {})
+        fails(lib, 222209, lib.token_get, "app", ts[1])
         for t in (ts[0], ts[2], ts[3]):
-            lib.token_get(t)
-        lib.token_put(ts[4], unit(rng), {})
-        fails(lib, 222209, lib.token_get, ts[2])
-        assert lib.token_get(ts[0])[1] == {"refreshed": True}
+            lib.token_get("app", t)
+        lib.token_put("app", ts[4], unit(rng), {})
+        fails(lib, 222209, lib.token_get, "app", ts[2])
+        assert lib.token_get("app", ts[0])[1] == {"refreshed": True}
     # The count of stored tokens survives a restart: capacity still holds.
     with opened(tmp_path / "lib", token_capacity=3) as lib:
         for t in (ts[0], ts[3], ts[4]):
-            lib.token_get(t)
+            lib.token_get("app", t)
         t5 = tok()
-        lib.token_put(t5, unit(rng), {})
-        fails(lib, 222209, lib.token_get, ts[0])
+        lib.token_put("app", t5, unit(rng), {})
+        fails(lib, 222209, lib.token_get, "app", ts[0])
         for t in (ts[3], ts[4], t5):
-            lib.token_get(t)
+            lib.token_get("app", t)
 
 
 def test_token_expiry(tmp_path: Path) -> None:
     rng = np.random.default_rng(22)
     t = tok()
     with opened(tmp_path / "lib") as lib:
-        lib.token_put(t, unit(rng), {"a": 1})
-        assert lib.token_get(t)[1] == {"a": 1}
+        lib.token_put("app", t, unit(rng), {"a": 1})
+        assert lib.token_get("app", t)[1] == {"a": 1}
     with opened(tmp_path / "lib", token_days=0) as lib:  # everything already expired
-        fails(lib, 222209, lib.token_get, t)
+        fails(lib, 222209, lib.token_get, "app", t)
 
 
 def test_token_errors(lib: FaceLibrary) -> None:
     rng = np.random.default_rng(23)
-    fails(lib, 222209, lib.token_get, tok())
-    fails(lib, 222025, lib.token_get, "xyz")
-    fails(lib, 222025, lib.token_put, "A" * 32, unit(rng), {})
-    fails(lib, InvalidArgument, lib.token_put, tok(), unit(rng)[:64], {})
-    fails(lib, InvalidArgument, lib.token_put, tok(), unit(rng).astype(np.float64), {})
+    fails(lib, 222209, lib.token_get, "app", tok())
+    fails(lib, 222025, lib.token_get, "app", "xyz")
+    fails(lib, 222014, lib.token_get, "bad appid", tok())
+    fails(lib, 222025, lib.token_put, "app", "A" * 32, unit(rng), {})
+    fails(lib, InvalidArgument, lib.token_put, "app", tok(), unit(rng)[:64], {})
+    fails(lib, InvalidArgument, lib.token_put, "app", tok(), unit(rng).astype(np.float64), {})
+
+
+def test_tokens_are_per_appid(lib: FaceLibrary) -> None:
+    """A token one appid detected is unknown to another, even for the same image (same token)."""
+    rng = np.random.default_rng(24)
+    t, e = tok(), unit(rng)
+    lib.token_put("app", t, e, {"age": 30})
+    fails(lib, 222209, lib.token_get, "other", t)
+    lib.token_put("other", t, unit(rng), {"age": 50})
+    assert np.array_equal(lib.token_get("app", t)[0], e)
+    assert lib.token_get("app", t)[1] == {"age": 30} and lib.token_get("other", t)[1] == {"age": 50}
 
 
 def test_kv(tmp_path: Path) -> None:
@@ -813,8 +825,8 @@ def test_face_token_format_222025(
         (lib.face_delete, (APP, "g1", "alice", bad)),
         (lib.face_image, (APP, "g1", bad)),
         (lib.set_embedding, (APP, "g1", bad, e)),
-        (lib.token_put, (bad, e, {})),
-        (lib.token_get, (bad,)),
+        (lib.token_put, (APP, bad, e, {})),
+        (lib.token_get, (APP, bad)),
     ]
     for fn, args in calls:
         fails(lib, 222025, fn, *args)
