@@ -260,18 +260,7 @@ class Server:
                     result = await self.admission.run(fn, appid, body)
                 else:
                     result = await anyio.to_thread.run_sync(fn, appid, body)
-            except ApiError as e:
-                return self.answer(
-                    request,
-                    op.path,
-                    log_id,
-                    started,
-                    e.code or SYSTEM_ERROR,
-                    detail=str(e),
-                    param=e.param,
-                    appid=appid,
-                )
-            except FaceCoreError as e:
+            except FaceCoreError as e:  # ApiError included: the request's own fault, with its code
                 if e.code is None:
                     log.exception("log_id %d: uncoded error", log_id)
                 return self.answer(
@@ -281,6 +270,7 @@ class Server:
                     started,
                     e.code or SYSTEM_ERROR,
                     detail=str(e),
+                    param=getattr(e, "param", None),
                     appid=appid,
                 )
             except Exception as e:  # never a 500: log it, answer "system error"

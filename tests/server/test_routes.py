@@ -143,19 +143,23 @@ def test_detect_default_fields(server: Client) -> None:
     assert 60 < loc["width"] < 200
 
 
+# face_field values FaceCore computes (landmark brings landmark72 with it)
+SUPPORTED_FIELDS = {
+    "age",
+    "gender",
+    "expression",
+    "emotion",
+    "landmark",
+    "landmark72",
+    "eye_status",
+    "quality",
+    "feature",
+}
+
+
 def test_detect_all_fields(server: Client) -> None:
     face = detect_one(server, lfw("Aaron_Sorkin"), ALL_FIELDS)
-    wanted = {
-        "age",
-        "gender",
-        "expression",
-        "emotion",
-        "landmark",
-        "landmark72",
-        "eye_status",
-        "quality",
-        "feature",
-    }
+    wanted = SUPPORTED_FIELDS
     assert set(face) == DEFAULT_KEYS | wanted
     assert len(face["landmark"]) == 4 and len(face["landmark72"]) == 72
     loc = face["location"]
@@ -706,18 +710,7 @@ def test_capabilities(server: Client) -> None:
     unsupported = caps["unsupported"]
     for name in ("beauty", "glasses", "race", "face_shape", "face_type", "parsing", "occlusion"):
         assert isinstance(unsupported[name], str) and unsupported[name], name
-    supported = {
-        "age",
-        "gender",
-        "expression",
-        "emotion",
-        "landmark",
-        "landmark72",
-        "eye_status",
-        "quality",
-        "feature",
-    }
-    assert supported <= set(caps["face_field"])
+    assert SUPPORTED_FIELDS <= set(caps["face_field"])
     assert not set(caps["face_field"]) & set(unsupported)
     assert caps["liveness_control"]["values"] == ["NONE"]  # no liveness model installed
     assert caps["embedding_dim"] == 128
