@@ -88,9 +88,17 @@ def _err(code: int, message: str) -> FaceCoreError:
     return FaceCoreError(message, code)
 
 
+def _show(value: object) -> str:
+    """A rejected value for an error message: never all of a long one (it may be an image)."""
+    text = repr(value)
+    return text if len(text) <= 70 else f"{text[:64]}... ({len(text)} characters)"
+
+
 def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
     if not isinstance(value, str) or not _ID.match(value) or len(value) > max_bytes:
-        raise _err(code, f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {value!r}")
+        raise _err(
+            code, f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {_show(value)}"
+        )
     if value.lower() in RESERVED:
         raise _err(code, f"{name} {value!r} is a reserved word")
     return value
@@ -110,7 +118,7 @@ def check_user(user_id: object) -> str:
 
 def check_token(token: object) -> str:
     if not isinstance(token, str) or not _TOKEN.match(token):
-        raise _err(222025, f"face_token must be 32 lowercase hex characters, got {token!r}")
+        raise _err(222025, f"face_token must be 32 lowercase hex characters, got {_show(token)}")
     return token
 
 

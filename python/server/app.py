@@ -365,6 +365,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={404: not_routed, 405: not_routed},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # "/face/detect/" is unknown (404 envelope), not a 307
     app.state.settings = settings
     app.state.server = server
     return app

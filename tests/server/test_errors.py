@@ -782,3 +782,16 @@ def test_group_being_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         asyncio.run(run())
     finally:
         app.state.server.close()
+
+
+def test_trailing_slash_is_an_unknown_path(server: Client) -> None:
+    r = httpx.post(f"{server.url}/face-api/v3/face/detect/", params={"appid": "a"}, json={})
+    assert r.status_code == 404 and r.json()["error_code"] == 3
+
+
+def test_long_bad_values_are_not_echoed(server: Client) -> None:
+    long_id = "x" * 5000 + "!"
+    env = server.post("group/list", {}, appid=long_id)
+    assert env["error_code"] == 222014 and len(env["error_detail"]) < 200
+    env = server.post("user/list", {"group_id": "g" * 5000})
+    assert env["error_code"] == 222006 and len(env["error_detail"]) < 200

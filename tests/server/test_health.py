@@ -7,7 +7,6 @@ import sys
 
 import facecore
 import httpx
-
 from live_server import Client
 
 
