@@ -35,6 +35,9 @@ $(MODELS): $(STAMP) $(MODEL_TOOLS)
 	touch $@
 
 models: $(MODELS)
+ifneq ($(LIVENESS_MODEL_DIR),)
+	$(BIN)/python tools/build_models.py --liveness "$(LIVENESS_MODEL_DIR)"
+endif
 
 serve: install models
 	$(BIN)/facecore-server --port $(FACECORE_PORT) --data $(FACECORE_DATA)

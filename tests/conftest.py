@@ -33,3 +33,25 @@ def face_like(
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+LIVENESS_SOURCE = SHARED_DATA / "models" / "minifasnet"  # the user-supplied MiniFASNet files
+
+
+@pytest.fixture(scope="session")
+def liveness_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory: the default models (linked) plus the liveness pair installed from
+    ../shared/data/models/minifasnet by facecore.convert.minifasnet, as `make models
+    LIVENESS_MODEL_DIR=...` would."""
+    import json
+
+    from facecore.convert import minifasnet
+
+    out = tmp_path_factory.mktemp("models-liveness")
+    for f in MODELS_DIR.iterdir():
+        if f.name != "manifest.json" and f.is_file():
+            (out / f.name).symlink_to(f)
+    manifest = json.loads((MODELS_DIR / "manifest.json").read_text())
+    manifest["models"].update(minifasnet.build(LIVENESS_SOURCE, out))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

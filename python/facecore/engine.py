@@ -30,6 +30,7 @@ from facecore.detect import MtcnnDetector
 from facecore.embed import Recognizer
 from facecore.errors import InvalidArgument, InvalidType
 from facecore.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
+from facecore.liveness import Liveness, LivenessMissing
 from facecore.pose import head_pose
 from facecore.score import similarity_to_score
 
@@ -45,6 +46,7 @@ FIELDS = frozenset(
         "eye_status",
         "quality",
         "embedding",
+        "liveness",
     }
 )
 _ALIASES = {
@@ -94,6 +96,7 @@ class Face:
     expression: tuple[str, float] | None = None
     eye_status: tuple[float, float] | None = None  # left, right: probability the eye is open
     quality: dict[str, float] | None = None  # blur, illumination, completeness
+    liveness: float | None = None  # 0..1, MiniFASNet pair (only with the liveness models)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,6 +145,8 @@ class Engine:
         self.mesh = FaceMesh(self.backend)
         self.age_gender = AgeGender(self.backend)
         self.emotion = Emotion(self.backend)
+        # User-supplied (facecore.convert.minifasnet): None when not installed.
+        self.liveness = Liveness(self.backend) if Liveness.available(self.backend) else None
 
     def detect(
         self,
@@ -157,6 +162,8 @@ class Engine:
         if not isinstance(max_faces, int) or max_faces < 1:
             raise InvalidArgument(f"max_faces must be a positive int, got {max_faces!r}")
         wanted = normalise_fields(fields)
+        if "liveness" in wanted and self.liveness is None:
+            raise LivenessMissing()
         image = np.ascontiguousarray(image_bgr)
 
         det = self.detector.detect(image)
@@ -241,6 +248,10 @@ class Engine:
                     f.age = float(ag.ages[i])
                 if "gender" in wanted:
                     f.gender, f.gender_probability = ag.genders[i], float(ag.gender_probs[i])
+        if "liveness" in wanted:
+            assert self.liveness is not None
+            for f, score in zip(faces, self.liveness.predict(image, boxes)):
+                f.liveness = float(score)
         if wanted & {"emotion", "expression"}:
             probs = self.emotion.predict(emotion_crops(image, boxes))
             for i, f in enumerate(faces):
@@ -272,6 +283,7 @@ class Engine:
             "quality": ["blur", "illumination", "completeness"],
             "emotion": list(EMOTIONS),
             "embedding_dim": 128,
+            "liveness": self.liveness is not None,
             "unsupported": dict(UNSUPPORTED),
         }
 

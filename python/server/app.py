@@ -23,6 +23,7 @@ from facecore.batching import BatchingBackend
 from facecore.engine import Engine
 from facecore.errors import FaceCoreError
 from facecore.library import FaceLibrary, check_appid
+from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore_server import openapi
 from facecore_server.admission import Admission
 from facecore_server.errors import (
@@ -34,11 +35,19 @@ from facecore_server.errors import (
     missing,
 )
 from facecore_server.metrics import CONTENT_TYPE, Metrics
+from facecore_server.params import decode_base64
 from facecore_server.routes import OPS, PREFIXES, Op
-from facecore_server.service import FIELDS, QUALITY_LIMITS, UNSUPPORTED_REASONS, FaceService
+from facecore_server.service import (
+    FIELDS,
+    LIVENESS_LIMITS,
+    QUALITY_LIMITS,
+    UNSUPPORTED_REASONS,
+    FaceService,
+)
 from facecore_server.settings import Settings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -80,7 +89,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(raw: bytes, pair: bool) -> Any:
+def parse_body(raw: bytes, counts: tuple[int, ...] = ()) -> Any:
+    """The JSON body: an object, or for `counts` an array of that many objects."""
     if not raw.strip():
         body: Any = {}
     else:
@@ -88,11 +98,12 @@ def parse_body(raw: bytes, pair: bool) -> Any:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise ApiError(222001, f"the request body is not valid JSON ({e})") from None
-    if pair:
-        if not isinstance(body, list) or len(body) != 2:
-            raise ApiError(222208, "face/match takes a JSON array of exactly two image objects")
+    if counts:
+        wanted = " or ".join(str(n) for n in counts)
+        if not isinstance(body, list) or len(body) not in counts:
+            raise ApiError(222208, f"the body must be a JSON array of {wanted} image objects")
         if not all(isinstance(item, dict) for item in body):
-            raise ApiError(222208, "each element of the face/match array must be a JSON object")
+            raise ApiError(222208, "each element of the array must be a JSON object")
         return body
     if not isinstance(body, dict):
         raise ApiError(222001, "the request body must be a JSON object")
@@ -152,12 +163,18 @@ class Server:
     def capabilities(self) -> dict[str, Any]:
         caps = self.engine.capabilities()
         s = self.settings
+        live = self.service.has_liveness
+        unsupported = {
+            k: v
+            for k, v in sorted(UNSUPPORTED_REASONS.items())
+            if not (live and k in ("liveness", "spoofing"))
+        }
         return {
-            "face_field": sorted(FIELDS),
+            "face_field": sorted({*FIELDS, *(("liveness",) if live else ())}),
             "always": caps["always"],
             "quality": caps["quality"],
             "emotion": caps["emotion"],
-            "unsupported": dict(sorted(UNSUPPORTED_REASONS.items())),
+            "unsupported": unsupported,
             "image_type": ["BASE64", "FACE_TOKEN"] + (["URL"] if self.service.url_hosts else []),
             "quality_control": {
                 "values": ["NONE", *QUALITY_LIMITS],
@@ -165,11 +182,13 @@ class Server:
                 "not_checked": {"occlusion": UNSUPPORTED_REASONS["occlusion"]},
             },
             "liveness_control": {
-                "values": ["NONE"]
-                if not self.service.has_liveness
-                else ["NONE", "LOW", "NORMAL", "HIGH"],
-                "installed": self.service.has_liveness,
+                "values": ["NONE", *LIVENESS_LIMITS] if live else ["NONE"],
+                "thresholds": LIVENESS_LIMITS if live else {},
+                "installed": live,
+                "missing": 223119,
+                "failed": 223120,
             },
+            "liveness": {"thresholds": LIVENESS_THRESHOLDS, "images": [1, 3, 8]} if live else None,
             "embedding_dim": caps["embedding_dim"],
             "score": "0-100, 80 = false accept rate 1e-4 (docs/accuracy.md)",
             "limits": {
@@ -203,6 +222,7 @@ class Server:
         param: str | None = None,
         status: int = 200,
         appid: str | None = None,
+        h5: bool = False,
     ) -> Response:
         body: dict[str, Any] = {
             "error_code": code,
@@ -212,6 +232,15 @@ class Server:
             "cached": 0,
             "result": result if code == 0 else None,
         }
+        if h5:  # the H5 video route's own shape in the spec: err_no, err_msg, serverlogid
+            body = {
+                "err_no": code,
+                "err_msg": "success" if code == 0 else message(code, param),
+                "result": body["result"],
+                "timestamp": body["timestamp"],
+                "cached": 0,
+                "serverlogid": str(log_id),
+            }
         if code and detail:
             body["error_detail"] = detail
         elapsed = time.perf_counter() - started
@@ -255,7 +284,7 @@ class Server:
             appid = None
             try:
                 appid = self.appid(request)
-                body = parse_body(await read_body(request, self.settings.max_body), op.pair)
+                body = parse_body(await read_body(request, self.settings.max_body), op.counts)
                 if op.model:
                     result = await self.admission.run(fn, appid, body)
                 else:
@@ -288,6 +317,79 @@ class Server:
             return self.answer(request, op.path, log_id, started, 0, result, appid=appid)
 
         return handle
+
+    async def video_liveness(self, request: Request) -> Response:
+        """POST /face-api/face/liveness: `video` (multipart file) or `video_base64`, and
+        `session_id`, as multipart/form-data, a url-encoded form or a JSON object."""
+        log_id, started = self.ids.next(), time.perf_counter()
+        route = "face/liveness(video)"
+        try:
+            raw = await read_body(request, self.settings.max_body)
+            session_id, video = await _video_fields(request, raw, self.settings.max_body)
+            result = await self.admission.run(self.service.video_liveness, session_id, video)
+        except FaceCoreError as e:
+            if e.code is None:
+                log.exception("log_id %d: uncoded error", log_id)
+            return self.answer(
+                request,
+                route,
+                log_id,
+                started,
+                e.code or SYSTEM_ERROR,
+                detail=str(e),
+                param=getattr(e, "param", None),
+                h5=True,
+            )
+        except Exception as e:  # never a 500
+            log.exception("log_id %d: internal error", log_id)
+            return self.answer(
+                request,
+                route,
+                log_id,
+                started,
+                SYSTEM_ERROR,
+                detail=f"internal error ({type(e).__name__})",
+                h5=True,
+            )
+        return self.answer(request, route, log_id, started, 0, result, h5=True)
+
+
+async def _video_fields(request: Request, raw: bytes, limit: int) -> tuple[object, bytes | None]:
+    """(session_id, video bytes) from a multipart or url-encoded form, or a JSON object; the
+    `video` file wins over `video_base64` when both come."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields: dict[str, Any]
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+
+        async def replay() -> dict[str, Any]:  # the form parser reads the body we already hold
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(
+                max_files=1, max_fields=16, max_part_size=limit
+            )
+        except (HTTPException, MultiPartException, ValueError) as e:  # malformed form
+            raise ApiError(222001, f"the form could not be parsed ({type(e).__name__})") from None
+        fields = dict(form)
+        upload = form.get("video")
+        if upload is not None and not isinstance(upload, str):
+            data = await upload.read()
+            await form.close()
+            return fields.get("session_id"), data
+        await form.close()
+    else:
+        body = parse_body(raw)
+        fields = body
+    text = fields.get("video_base64")
+    if text is None or text == "":
+        return fields.get("session_id"), None
+    if not isinstance(text, str):
+        raise ApiError(222013, "video_base64 must be a base64 string", "video_base64")
+    try:
+        video = decode_base64(text)
+    except ApiError:
+        raise ApiError(222013, "video_base64 is not valid base64", "video_base64") from None
+    return fields.get("session_id"), video
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -341,6 +443,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     routes = [
+        Route("/face-api/face/liveness", server.video_liveness, methods=["POST"]),
+        Route("/api/face-api/face/liveness", server.video_liveness, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -39,7 +39,11 @@ def document(default_appid: str | None) -> dict[str, Any]:
             "required": [p.name for p in op.params if p.required],
             "properties": {p.name: p.schema() for p in op.params},
         }
-        body = {"type": "array", "minItems": 2, "maxItems": 2, "items": item} if op.pair else item
+        body = (
+            {"type": "array", "minItems": min(op.counts), "maxItems": max(op.counts), "items": item}
+            if op.counts
+            else item
+        )
         for path in (op.path, *op.aliases):
             paths[f"{PREFIXES[0]}/{path}"] = {
                 "post": {

@@ -57,6 +57,11 @@ DETECT_FACE = {
             "properties": {"blur": _NUM, "illumination": _NUM, "completeness": _INT},
         },
         "feature": {"type": "string", "description": "base64 of the float32 embedding"},
+        "liveness": {
+            "type": "object",
+            "required": ["livemapscore"],
+            "properties": {"livemapscore": _NUM},
+        },
     },
 }
 USER = {
@@ -84,7 +89,7 @@ class Op:
     summary: str
     aliases: tuple[str, ...] = ()
     model: bool = False  # runs the models: goes through admission
-    pair: bool = False  # body is an array of two image objects (face/match)
+    counts: tuple[int, ...] = ()  # body is an array of that many image objects (match, liveness)
 
 
 _IMAGE = P.IMAGE_PARAMS
@@ -102,13 +107,33 @@ OPS = (
         model=True,
     ),
     Op(
+        "face/liveness",
+        "liveness",
+        (*_IMAGE[:3], P.FACE_FIELD),
+        _obj(
+            face_liveness=_NUM,
+            thresholds=_obj(**{"frr_1e-4": _NUM, "frr_1e-3": _NUM, "frr_1e-2": _NUM}),
+            face_list=_list(DETECT_FACE),
+        ),
+        "Silent liveness of 1, 3 or 8 images (needs the liveness models)",
+        model=True,
+        counts=(1, 3, 8),
+    ),
+    Op(
+        "face/liveness/sessioncode",
+        "session_code",
+        (),
+        _obj(session_id=_STR, code=_STR),
+        "A code to read aloud in an H5 liveness video, and its session (5 minutes, one video)",
+    ),
+    Op(
         "face/match",
         "match",
         _IMAGE,
         _obj(score=_NUM, face_list=_list(_TOKEN_ONLY)),
         "Compare the largest faces of two images (score 0-100, 80 = FAR 1e-4)",
         model=True,
-        pair=True,
+        counts=(2,),
     ),
     Op(
         "face/identify",
