@@ -95,6 +95,14 @@ def test_real_video_scores_high_and_its_faces_are_tokens(live: Client) -> None:
         assert face["liveness"]["livemapscore"] > 0.5
 
 
+def test_multi_face_stage_clip(live: Client) -> None:
+    """The harder real clip: several faces, scene cuts, 640x360 H.264."""
+    clip = SHARED / "video" / "short_hamilton_clip.mp4"
+    body = upload(live, clip.read_bytes(), session(live)["session_id"])
+    assert body["err_no"] == 0 and body["result"]["score"] > 0.9, body
+    assert body["result"]["analysis"]["seconds"] == pytest.approx(9.2, abs=0.3)
+
+
 def test_a_still_frame_scores_lower_than_the_real_video(live: Client, still: bytes) -> None:
     real = upload(live, VIDEO.read_bytes(), session(live)["session_id"])["result"]
     fake = upload(live, still, session(live)["session_id"])["result"]
