@@ -268,6 +268,36 @@ class Server:
             )
         return ORJSONResponse(body, status_code=status, headers={"X-Log-Id": str(log_id)})
 
+    def failure(
+        self,
+        request: Request,
+        route: str,
+        log_id: int,
+        started: float,
+        e: Exception,
+        appid: str | None = None,
+        h5: bool = False,
+    ) -> Response:
+        """The answer for an exception: its code when it carries one (ApiError, the library's
+        errors), else 222302 with the traceback logged under the log_id. Never a 500."""
+        if isinstance(e, FaceCoreError) and e.code is not None:
+            code, detail = e.code, str(e)
+        else:
+            log.exception("log_id %d: internal error", log_id, exc_info=e)
+            code = SYSTEM_ERROR
+            detail = f"internal error ({type(e).__name__}); see the server log for log_id {log_id}"
+        return self.answer(
+            request,
+            route,
+            log_id,
+            started,
+            code,
+            detail=detail,
+            param=getattr(e, "param", None),
+            appid=appid,
+            h5=h5,
+        )
+
     def appid(self, request: Request) -> str:
         appid = request.query_params.get("appid")
         if appid is None or appid == "":
@@ -289,31 +319,8 @@ class Server:
                     result = await self.admission.run(fn, appid, body)
                 else:
                     result = await anyio.to_thread.run_sync(fn, appid, body)
-            except FaceCoreError as e:  # ApiError included: the request's own fault, with its code
-                if e.code is None:
-                    log.exception("log_id %d: uncoded error", log_id)
-                return self.answer(
-                    request,
-                    op.path,
-                    log_id,
-                    started,
-                    e.code or SYSTEM_ERROR,
-                    detail=str(e),
-                    param=getattr(e, "param", None),
-                    appid=appid,
-                )
-            except Exception as e:  # never a 500: log it, answer "system error"
-                log.exception("log_id %d: internal error", log_id)
-                return self.answer(
-                    request,
-                    op.path,
-                    log_id,
-                    started,
-                    SYSTEM_ERROR,
-                    detail=f"internal error ({type(e).__name__}); see the server "
-                    f"log for log_id {log_id}",
-                    appid=appid,
-                )
+            except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
+                return self.failure(request, op.path, log_id, started, e, appid=appid)
             return self.answer(request, op.path, log_id, started, 0, result, appid=appid)
 
         return handle
@@ -327,30 +334,8 @@ class Server:
             raw = await read_body(request, self.settings.max_body)
             session_id, video = await _video_fields(request, raw, self.settings.max_body)
             result = await self.admission.run(self.service.video_liveness, session_id, video)
-        except FaceCoreError as e:
-            if e.code is None:
-                log.exception("log_id %d: uncoded error", log_id)
-            return self.answer(
-                request,
-                route,
-                log_id,
-                started,
-                e.code or SYSTEM_ERROR,
-                detail=str(e),
-                param=getattr(e, "param", None),
-                h5=True,
-            )
-        except Exception as e:  # never a 500
-            log.exception("log_id %d: internal error", log_id)
-            return self.answer(
-                request,
-                route,
-                log_id,
-                started,
-                SYSTEM_ERROR,
-                detail=f"internal error ({type(e).__name__})",
-                h5=True,
-            )
+        except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
+            return self.failure(request, route, log_id, started, e, h5=True)
         return self.answer(request, route, log_id, started, 0, result, h5=True)
 
 

@@ -4,27 +4,16 @@ liveness_control on match, identify, add and update, with the MiniFASNet pair in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live_server import SHARED, Client, b64, lfw, start_server, stop_server
+from live_server import SHARED, Client, b64, lfw
 
 SPOOF = SHARED / "spoof"
 REAL = {"image": b64(SPOOF / "image_T1.jpg"), "image_type": "BASE64"}
 REPLAY = {"image": b64(SPOOF / "image_F2.jpg"), "image_type": "BASE64"}
 PRINT = {"image": b64(SPOOF / "image_F1.jpg"), "image_type": "BASE64"}
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, liveness_models: Path) -> Iterator[Client]:
-    client = start_server(tmp_path_factory.mktemp("live"), "--models", str(liveness_models))
-    try:
-        yield client
-    finally:
-        stop_server(client.proc)
 
 
 def code(env: dict[str, Any]) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from live_server import SHARED, Client, start_server, stop_server
+from live_server import SHARED, Client
 
 VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, liveness_models: Path) -> Iterator[Client]:
-    client = start_server(tmp_path_factory.mktemp("h5"), "--models", str(liveness_models))
-    try:
-        yield client
-    finally:
-        stop_server(client.proc)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float) -> bytes:
