@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import member_path, source_entry
 
-OPSET = 17
 INPUT = "images"
 OUTPUT = "probabilities"
 FILES = {"age": "cydral_age.onnx", "gender": "cydral_gender.onnx"}
@@ -105,14 +105,7 @@ def wrap(original: onnx.ModelProto, means: Sequence[float], size: int) -> onnx.M
         inits + list(graph.initializer),
         value_info=list(graph.value_info),
     )
-    model = helper.make_model(
-        new_graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facecore.convert.cydral",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish(new_graph, "facecore.convert.cydral")
 
 
 def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import member_path, source_entry
 
 MEMBER = "dlib_resnet"
 OUT_FILE = "dlib_resnet128.onnx"
-OPSET = 17
 
 
 class DlibFormatError(ValueError):
@@ -249,7 +249,6 @@ def _out_size(n: int, k: int, s: int, p: int) -> int:
 
 def to_onnx(net: DlibNet) -> Any:
     """An ONNX model computing dlib's raw 128-d descriptor for [N,3,H,W] float RGB in 0..255."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes: list[Any] = []
@@ -350,14 +349,7 @@ def to_onnx(net: DlibNet) -> Any:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
         inits,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facecore.convert.dlib_dnn",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish(graph, "facecore.convert.dlib_dnn")
 
 
 def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:

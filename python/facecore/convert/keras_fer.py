@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import member_path, source_entry
 
-OPSET = 17
 FILE = "fer_emotion.onnx"
 INPUT = "images"
 OUTPUT = "probabilities"
@@ -297,14 +297,7 @@ def keras_to_onnx(
     b.node("Identity", [last], OUTPUT)
     out_info = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", *b.shape[last]])
     graph = helper.make_graph(b.nodes, "fer_mini_xception", [input_info], [out_info], b.inits)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facecore.convert.keras_fer",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish(graph, "facecore.convert.keras_fer")
 
 
 def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:

@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import sha256_file
 
-OPSET = 17
 INPUT = "crops"
 OUTPUT = "probabilities"
 # role -> (upstream file, its sha256, crop scale, our file)
@@ -81,14 +81,7 @@ def adapt(original: onnx.ModelProto) -> onnx.ModelProto:
         [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, ["N", n_classes])],
         inits,
     )
-    model = helper.make_model(
-        new_graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facecore.convert.minifasnet",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish(new_graph, "facecore.convert.minifasnet")
 
 
 def build(source_dir: Path, out_dir: Path) -> dict[str, dict[str, Any]]:

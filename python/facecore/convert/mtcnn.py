@@ -32,9 +32,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import member_path, source_entry
 
-OPSET = 17
 MEAN = 127.5
 SCALE = 1.0 / 128.0
 INPUT = "image"
@@ -195,12 +195,7 @@ class _Rewriter:
 def rewrite(model: onnx.ModelProto, role: str) -> onnx.ModelProto:
     """The source `model` of `role` rewritten to the contract (see the module doc)."""
     graph = _Rewriter(model, role).run()
-    new = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facecore"
-    )
-    new.ir_version = 8
-    onnx.checker.check_model(new, full_check=True)
-    return new
+    return finish(graph, "facecore")
 
 
 def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from facecore.convert.contract import finish
 from facecore.convert.sources import member_path, source_entry
 
-OPSET = 17
 ONNX_FILE = "mediapipe_face_landmark.onnx"
 CROP = 192  # the face mesh's input side
 
@@ -87,7 +87,6 @@ def _check_no_activation(opts: Any, name: str) -> None:
 
 def convert(tflite_path: Path) -> Any:
     """ONNX ModelProto of a MediaPipe NHWC float tflite model: NCHW float input in 0..255."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     tg = _Graph(tflite_path)
@@ -247,14 +246,7 @@ def convert(tflite_path: Path) -> Any:
         ],
         inits,
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="facecore.convert.tflite",
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return finish(graph, "facecore.convert.tflite")
 
 
 def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
