@@ -34,15 +34,6 @@ NO_FACE = (MISC / "pilatus800.jpg", MISC / "coffee.png", MISC / "rocket.jpg")
 UNKNOWN_TOKEN = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    client = start_server(tmp_path_factory.mktemp("errors"))
-    try:
-        yield client
-    finally:
-        stop_server(client.proc)
-
-
 def post(
     server: Client,
     route: str,

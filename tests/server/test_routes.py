@@ -9,7 +9,6 @@ import base64
 import copy
 import csv
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 import spec_schemas as S
-from live_server import LFW, MISC, Client, b64, lfw, start_server, stop_server
+from live_server import LFW, MISC, Client, b64, lfw
 
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
 ALL_FIELDS = "age,gender,expression,emotion,landmark,eye_status,quality,feature"
@@ -39,15 +38,6 @@ DIFFERENT = (
     (("Dino_Risi", 1), ("Gabriel_Farhi", 1)),
 )
 GROUP_PHOTO = "2007_007763.jpg"  # 7 annotated faces (faces.csv)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    client = start_server(tmp_path_factory.mktemp("routes"))
-    try:
-        yield client
-    finally:
-        stop_server(client.proc)
 
 
 def raw(
