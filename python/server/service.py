@@ -443,10 +443,12 @@ class FaceService:
         r = analyse(self.engine, frames, duration)
         pics = []
         for t in r.best(2):
-            found = self.engine.detect(t.image, 1, {*ALWAYS, "embedding", "liveness"})
-            if not found or found[0].embedding is None:
+            # The frame's face again, now with its embedding; its liveness was scored above.
+            found = self.engine.detect(t.image, 1, ALWAYS)
+            if not found:
                 continue
             face = found[0]
+            face.liveness = t.liveness
             assert face.embedding is not None
             self.library.token_put(session["appid"], face.token, face.embedding, face_attrs(face))
             ok, jpeg = cv2.imencode(".jpg", t.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
