@@ -81,7 +81,7 @@ SESSION_DIGITS = 4
 _SESSION_ID = re.compile(r"^S[0-9a-f]{22}$")
 
 ALWAYS = ("angle", "embedding", "quality")  # computed for every detected face
-MATCH_FIELDS = ("embedding", "quality")  # faces that are searched, compared or stored
+MATCH_FIELDS = ("embedding", "quality")  # computed for every face found in an image
 
 
 @dataclass
@@ -269,7 +269,7 @@ class FaceService:
         else:
             data = P.decode_base64(image)
         decoded = decode_image(data, self.max_pixels)
-        faces = self.engine.detect(decoded, max_faces, {*fields, "embedding", "quality"})
+        faces = self.engine.detect(decoded, max_faces, {*fields, *MATCH_FIELDS})
         if not faces:
             raise ApiError(222202, "no face was found in the image")
         out = []
@@ -282,21 +282,22 @@ class FaceService:
             )
         return out
 
-    def probe(
-        self,
-        appid: str,
-        body: dict[str, Any],
-        fields: tuple[str, ...] = MATCH_FIELDS,
-        crop: bool = False,
-    ) -> Probe:
-        """The largest face, after the request's quality and liveness controls."""
+    def controlled(
+        self, appid: str, body: dict[str, Any], max_faces: int = 1, crop: bool = False
+    ) -> list[Probe]:
+        """The faces of the request (largest first), after its quality and liveness controls."""
         quality = P.QUALITY_CONTROL.read(body)
         liveness = self.liveness_control(body)
         extra = ("liveness",) if liveness != "NONE" else ()
-        p = self.probes(appid, body, (*fields, *extra), 1, crop)[0]
-        check_quality(p, quality)
-        check_liveness(p, liveness)
-        return p
+        probes = self.probes(appid, body, extra, max_faces, crop)
+        for p in probes:
+            check_quality(p, quality)
+            check_liveness(p, liveness)
+        return probes
+
+    def probe(self, appid: str, body: dict[str, Any], crop: bool = False) -> Probe:
+        """The largest face, after the request's quality and liveness controls."""
+        return self.controlled(appid, body, 1, crop)[0]
 
     def liveness_control(self, body: dict[str, Any]) -> str:
         """The request's liveness_control; 223119 when it asks for liveness the server lacks."""
@@ -361,14 +362,7 @@ class FaceService:
 
     def multi_search(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
         groups, user, threshold, top = self._search_args(body)
-        max_faces = P.MAX_FACE_NUM.read(body)
-        quality = P.QUALITY_CONTROL.read(body)
-        liveness = self.liveness_control(body)
-        extra = ("liveness",) if liveness != "NONE" else ()
-        probes = self.probes(appid, body, (*MATCH_FIELDS, *extra), max_faces)
-        for p in probes:
-            check_quality(p, quality)
-            check_liveness(p, liveness)
+        probes = self.controlled(appid, body, P.MAX_FACE_NUM.read(body))
         found = self.library.identify_many(
             appid, groups, np.stack([p.embedding for p in probes]), user, threshold, top
         )
