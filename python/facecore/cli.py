@@ -1,4 +1,5 @@
-"""The `facecore` command line: bulk import, re-index after a model change, library statistics.
+"""The `facecore` command line: bulk import, re-index after a model change, library statistics,
+API keys.
 
 Detection runs in worker processes (spawned, one single-threaded Engine each); the main process is
 the only writer to the FaceLibrary, because RocksDB is opened by one process at a time. docs/import.md
@@ -492,6 +493,48 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """create / list / revoke API keys: through a running server's admin socket, or on the store
+    directly when no server runs (RocksDB admits one process at a time)."""
+    from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore, admin_call, administer
+
+    request: dict[str, object] = {"op": args.action}
+    if args.action == "create":
+        request.update(appid=args.appid, name=args.name)
+    elif args.action == "list" and args.appid is not None:
+        request["appid"] = args.appid
+    elif args.action == "revoke":
+        request["api_key"] = args.api_key
+    data = Path(args.data)
+    sock = data / ADMIN_SOCKET
+    try:
+        answer = admin_call(sock, request)
+    except OSError:  # no server listens (no socket, or a stale one): open the store here
+        try:
+            store = KeyStore(data / STORE_DIR)
+        except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for a held lock)
+            raise SystemExit(
+                f"error: cannot open the key store {data / STORE_DIR} ({e}); if a server runs "
+                f"on {data}, its admin socket {sock} must be reachable"
+            ) from None
+        try:
+            answer = administer(store, request)
+        finally:
+            store.close()
+    if not answer.get("ok"):
+        print(f"error: {answer.get('error')}", file=sys.stderr)
+        return 1
+    result = answer["result"]
+    if args.action == "list":
+        for key in result:
+            print(json.dumps(key))
+    else:
+        print(json.dumps(result, indent=2))
+    if args.action == "create":
+        print("The secret key is shown only this once; store it now.", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -550,6 +593,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="print the library's face counts as JSON")
     common(s, workers=False)
     s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("keys", help="API keys for the server's --auth (create, list, revoke)")
+    keys = s.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create", help="a new API key and secret key for an appid")
+    k.add_argument("--appid", required=True)
+    k.add_argument("--name", default="", help="a note to tell keys apart (who, which device)")
+    common(k, workers=False)
+    k = keys.add_parser("list", help="the keys (never their secrets), one JSON object a line")
+    k.add_argument("--appid", default=None, help="only this appid's keys")
+    common(k, workers=False)
+    k = keys.add_parser("revoke", help="revoke a key; its access tokens stop working at once")
+    k.add_argument("api_key")
+    common(k, workers=False)
+    s.set_defaults(func=cmd_keys)
     return p
 
 
