@@ -22,10 +22,12 @@ from facecore.backend import OnnxRuntimeBackend
 from facecore.batching import BatchingBackend
 from facecore.engine import Engine
 from facecore.errors import FaceCoreError
+from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
 from facecore.library import FaceLibrary, check_appid
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
-from facecore_server import openapi
+from facecore_server import admin, openapi
 from facecore_server.admission import Admission
+from facecore_server.auth import NO_PERMISSION, SCOPE, Auth, FailureLimiter, bearer_matches
 from facecore_server.errors import (
     BUSY,
     SYSTEM_ERROR,
@@ -36,7 +38,7 @@ from facecore_server.errors import (
 )
 from facecore_server.metrics import CONTENT_TYPE, Metrics
 from facecore_server.params import decode_base64
-from facecore_server.routes import OPS, PREFIXES, Op
+from facecore_server.routes import CLOUD_H5, CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES, Op
 from facecore_server.service import (
     FIELDS,
     LIVENESS_LIMITS,
@@ -135,6 +137,14 @@ class Server:
             token_days=settings.token_days,
             sync_writes=settings.sync_writes,
         )
+        self.keys = KeyStore(settings.data_dir / STORE_DIR, settings.access_token_seconds)
+        self.auth = Auth(
+            self.keys,
+            settings.auth == "required",
+            FailureLimiter(
+                settings.auth_address_failures, settings.auth_key_failures, settings.auth_window
+            ),
+        )
         self.service = FaceService(
             self.engine,
             self.library,
@@ -159,6 +169,7 @@ class Server:
     def close(self) -> None:
         self.admission.close()
         self.library.close()
+        self.keys.close()
 
     def capabilities(self) -> dict[str, Any]:
         caps = self.engine.capabilities()
@@ -243,6 +254,22 @@ class Server:
             }
         if code and detail:
             body["error_detail"] = detail
+        self.record(request, route, log_id, started, code, detail, status, appid)
+        return ORJSONResponse(body, status_code=status, headers={"X-Log-Id": str(log_id)})
+
+    def record(
+        self,
+        request: Request,
+        route: str,
+        log_id: int,
+        started: float,
+        code: int | str,
+        detail: str | None,
+        status: int,
+        appid: str | None,
+    ) -> None:
+        """Metrics and the access log line of one answer. The path is logged without its query
+        string, so access tokens and OAuth secrets never reach the log."""
         elapsed = time.perf_counter() - started
         self.metrics.observe(route, code, elapsed)
         if code == BUSY:
@@ -266,7 +293,6 @@ class Server:
                     }
                 ).decode()
             )
-        return ORJSONResponse(body, status_code=status, headers={"X-Log-Id": str(log_id)})
 
     def failure(
         self,
@@ -298,45 +324,113 @@ class Server:
             h5=h5,
         )
 
-    def appid(self, request: Request) -> str:
+    async def appid(self, request: Request) -> str:
+        """The appid a request acts on: its credential's (a query appid must then be the same),
+        else the query's, else the default appid."""
+        caller = await self.auth.caller(request)
         appid = request.query_params.get("appid")
+        if caller is not None:
+            if appid not in (None, "", caller.appid):
+                raise ApiError(NO_PERMISSION, "the appid in the query is not the credential's")
+            return str(caller.appid)
         if appid is None or appid == "":
             if self.settings.default_appid is None:
                 raise missing("appid")
             return str(self.settings.default_appid)
         return str(check_appid(appid))
 
-    def endpoint(self, op: Op) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, op: Op, h5: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of an op; `h5`: answered in the H5 envelope (the public cloud's v1
+        sessioncode path)."""
         fn = getattr(self.service, op.handler)
 
         async def handle(request: Request) -> Response:
             log_id, started = self.ids.next(), time.perf_counter()
             appid = None
             try:
-                appid = self.appid(request)
+                appid = await self.appid(request)
                 body = parse_body(await read_body(request, self.settings.max_body), op.counts)
                 if op.model:
                     result = await self.admission.run(fn, appid, body)
                 else:
                     result = await anyio.to_thread.run_sync(fn, appid, body)
             except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
-                return self.failure(request, op.path, log_id, started, e, appid=appid)
-            return self.answer(request, op.path, log_id, started, 0, result, appid=appid)
+                return self.failure(request, op.path, log_id, started, e, appid=appid, h5=h5)
+            return self.answer(request, op.path, log_id, started, 0, result, appid=appid, h5=h5)
 
         return handle
+
+    async def token(self, request: Request) -> Response:
+        """GET or POST /oauth/2.0/token?grant_type=client_credentials&client_id=<API key>
+        &client_secret=<secret key> (POST may send them as a form): an access token for the key's
+        appid, in OAuth 2.0's shapes (RFC 6749 5.1 and 5.2)."""
+        log_id, started = self.ids.next(), time.perf_counter()
+        address = request.client.host if request.client else ""
+        params = dict(request.query_params)
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            raw = await read_body(request, 8192)
+
+            async def replay() -> dict[str, Any]:
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            async with Request(request.scope, replay).form() as form:
+                params.update({k: v for k, v in form.items() if isinstance(v, str)})
+
+        def oauth(status: int, error: str, description: str, **headers: str) -> Response:
+            self.record(request, "oauth/token", log_id, started, error, description, status, None)
+            body = {"error": error, "error_description": description}
+            return ORJSONResponse(
+                body, status_code=status, headers={**headers, "Cache-Control": "no-store"}
+            )
+
+        grant, key, secret = (params.get(k) for k in ("grant_type", "client_id", "client_secret"))
+        if not grant:
+            return oauth(400, "invalid_request", "grant_type is missing")
+        if grant != "client_credentials":
+            return oauth(400, "unsupported_grant_type", "only client_credentials is supported")
+        if not key or not secret:
+            return oauth(400, "invalid_request", "client_id and client_secret are required")
+        wait = self.auth.limiter.retry_after(address, key)
+        if wait:
+            retry = str(int(wait) + 1)
+            return oauth(
+                429,
+                "invalid_client",
+                f"too many failed authentication attempts; retry in {retry} s",
+                **{"Retry-After": retry},
+            )
+        info = await self.auth.check_key(address, key, secret)
+        if info is None:
+            return oauth(401, "invalid_client", "Client authentication failed")
+        token = await anyio.to_thread.run_sync(self.keys.issue, info)
+        self.record(request, "oauth/token", log_id, started, 0, None, 200, info.appid)
+        return ORJSONResponse(
+            {
+                "access_token": token.access_token,
+                "token_type": "bearer",
+                "expires_in": token.expires_in,
+                "scope": SCOPE,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def video_liveness(self, request: Request) -> Response:
         """POST /face-api/face/liveness: `video` (multipart file) or `video_base64`, and
         `session_id`, as multipart/form-data, a url-encoded form or a JSON object."""
         log_id, started = self.ids.next(), time.perf_counter()
         route = "face/liveness(video)"
+        appid = None
         try:
+            caller = await self.auth.caller(request)
+            appid = caller.appid if caller else None
             raw = await read_body(request, self.settings.max_body)
             session_id, video = await _video_fields(request, raw, self.settings.max_body)
-            result = await self.admission.run(self.service.video_liveness, session_id, video)
+            result = await self.admission.run(self.service.video_liveness, session_id, video, appid)
         except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
-            return self.failure(request, route, log_id, started, e, h5=True)
-        return self.answer(request, route, log_id, started, 0, result, h5=True)
+            return self.failure(request, route, log_id, started, e, appid=appid, h5=True)
+        return self.answer(request, route, log_id, started, 0, result, appid=appid, h5=True)
 
 
 async def _video_fields(request: Request, raw: bytes, limit: int) -> tuple[object, bytes | None]:
@@ -396,10 +490,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             }
         )
 
-    async def metrics(_: Request) -> Response:
+    metrics_token = (
+        settings.metrics_token_file.read_text().strip() if settings.metrics_token_file else None
+    )
+
+    async def metrics(request: Request) -> Response:
+        if metrics_token and not bearer_matches(request, metrics_token):
+            return Response(
+                "metrics need Authorization: Bearer <the --metrics-token-file token>\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(server.metrics.render(), media_type=CONTENT_TYPE)
 
-    doc = openapi.document(settings.default_appid)
+    doc = openapi.document(settings.default_appid, settings.auth == "required")
 
     async def openapi_json(_: Request) -> ORJSONResponse:
         return ORJSONResponse(doc)
@@ -434,19 +538,31 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    handlers = {op.path: server.endpoint(op) for op in OPS}
     for prefix in PREFIXES:
         routes.append(Route(f"{prefix}/capabilities", capabilities, methods=["GET"]))
         for op in OPS:
-            handler = server.endpoint(op)
             for path in (op.path, *op.aliases):
-                routes.append(Route(f"{prefix}/{path}", handler, methods=["POST"]))
+                routes.append(Route(f"{prefix}/{path}", handlers[op.path], methods=["POST"]))
+    # Baidu's public-cloud paths (those of the baidu-aip SDK), served by the same handlers.
+    for cloud, path in CLOUD_PATHS.items():
+        routes.append(Route(f"{CLOUD_PREFIX}/{cloud}", handlers[path], methods=["POST"]))
+    by_path = {op.path: op for op in OPS}
+    for cloud, path in CLOUD_H5.items():
+        handler = server.video_liveness if path is None else server.endpoint(by_path[path], h5=True)
+        routes.append(Route(cloud, handler, methods=["POST"]))
+    routes.append(Route("/oauth/2.0/token", server.token, methods=["GET", "POST"]))
+
+    socket_path = settings.data_dir / ADMIN_SOCKET
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(server.warm_up)
+        admin_server = await admin.serve(server.keys, socket_path)
         try:
             yield
         finally:
+            await admin.stop(admin_server, socket_path)
             await anyio.to_thread.run_sync(server.close)
 
     app = Starlette(

@@ -81,9 +81,19 @@ MESSAGES: dict[int, str] = {
     223128: "group was deleting",
     222361: "system busy",
 }
-# Outside the spec's table: Baidu's public-cloud code for a path that is not an API method.
+# Outside the spec's table: Baidu's public-cloud codes, with the public cloud's messages, for a
+# path that is not an API method (3) and for authentication (facecore_server.auth).
 UNSUPPORTED_METHOD = 3
-MESSAGES[UNSUPPORTED_METHOD] = "Unsupported openapi method"
+MESSAGES.update(
+    {
+        UNSUPPORTED_METHOD: "Unsupported openapi method",
+        6: "No permission to access data",
+        14: "IAM Certification failed",
+        18: "Open api qps request limit reached",
+        110: "Access token invalid or no longer valid",
+        111: "Access token expired",
+    }
+)
 
 MISSING = 222001
 BUSY = 222901

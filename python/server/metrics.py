@@ -79,7 +79,7 @@ class Metrics:
     ) -> None:
         self.registry.register(_Live(admission, groups))
 
-    def observe(self, route: str, error_code: int, seconds: float) -> None:
+    def observe(self, route: str, error_code: int | str, seconds: float) -> None:
         self.requests.labels(route, str(error_code)).inc()
         self.latency.labels(route).observe(seconds)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import facecore
-from facecore_server.routes import OPS, PREFIXES
+from facecore_server.routes import CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES
 
 
 def envelope(result: dict[str, Any] | None) -> dict[str, Any]:
@@ -24,12 +24,20 @@ def envelope(result: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def document(default_appid: str | None) -> dict[str, Any]:
+# docs/auth.md: a token in the query, or the key pair in two headers.
+SECURITY_SCHEMES = {
+    "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+    "secretKey": {"type": "apiKey", "in": "header", "name": "X-Secret-Key"},
+}
+
+
+def document(default_appid: str | None, auth_required: bool = False) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     appid = {
         "name": "appid",
         "in": "query",
-        "required": default_appid is None,
+        "required": default_appid is None and not auth_required,
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_]+$", "minLength": 1, "maxLength": 48},
         "description": "the tenant; libraries of different appids never see each other",
     }
@@ -44,11 +52,20 @@ def document(default_appid: str | None) -> dict[str, Any]:
             if op.counts
             else item
         )
-        for path in (op.path, *op.aliases):
-            paths[f"{PREFIXES[0]}/{path}"] = {
+        cloud = [c for c, private in CLOUD_PATHS.items() if private == op.path]
+        for path in (op.path, *op.aliases, *(f"cloud:{c}" for c in cloud)):
+            if path.startswith("cloud:"):
+                url, summary = f"{CLOUD_PREFIX}/{path[6:]}", f"{op.summary} (public-cloud path)"
+            else:
+                url = f"{PREFIXES[0]}/{path}"
+                summary = op.summary + ("" if path == op.path else f" (alias of {op.path})")
+            paths[url] = {
                 "post": {
-                    "operationId": path.replace("/", "_").replace("-", "_"),
-                    "summary": op.summary + ("" if path == op.path else f" (alias of {op.path})"),
+                    "operationId": url.strip("/")
+                    .replace("/", "_")
+                    .replace("-", "_")
+                    .replace(".", "_"),
+                    "summary": summary,
                     "parameters": [appid],
                     "requestBody": {
                         "required": True,
@@ -65,12 +82,32 @@ def document(default_appid: str | None) -> dict[str, Any]:
     paths[f"{PREFIXES[0]}/capabilities"] = {
         "get": {
             "operationId": "capabilities",
+            "security": [],
             "summary": "face_field values, controls and limits this server supports",
             "responses": {
                 "200": {
                     "description": "the v3 envelope",
                     "content": {"application/json": {"schema": envelope({"type": "object"})}},
                 }
+            },
+        }
+    }
+    credential = {"in": "query", "required": True, "schema": {"type": "string"}}
+    paths["/oauth/2.0/token"] = {
+        "get": {
+            "operationId": "oauth_token",
+            "summary": "an access token for an API key and secret (docs/auth.md)",
+            "security": [],
+            "parameters": [
+                {**credential, "name": "grant_type", "schema": {"enum": ["client_credentials"]}},
+                {**credential, "name": "client_id"},
+                {**credential, "name": "client_secret"},
+            ],
+            "responses": {
+                "200": {"description": "access_token, token_type, expires_in, scope"},
+                "400": {"description": "error: invalid_request or unsupported_grant_type"},
+                "401": {"description": "error: invalid_client"},
+                "429": {"description": "error: invalid_client, too many failures; Retry-After"},
             },
         }
     }
@@ -81,6 +118,7 @@ def document(default_appid: str | None) -> dict[str, Any]:
         paths[path] = {
             "get": {
                 "operationId": path[1:],
+                "security": [],
                 "summary": summary,
                 "responses": {"200": {"description": "OK"}},
             }
@@ -92,7 +130,16 @@ def document(default_appid: str | None) -> dict[str, Any]:
             "version": facecore.__version__,
             "description": "Baidu face private-deployment v3 API. Every route also answers under "
             + ", ".join(PREFIXES[1:])
+            + ". Credentials (docs/auth.md): "
+            + ("required" if auth_required else "optional; when sent, they are checked")
             + ".",
         },
         "paths": paths,
+        "components": {"securitySchemes": SECURITY_SCHEMES},
+        # Either credential; without --auth required, none at all ({}).
+        "security": [
+            *([] if auth_required else [{}]),
+            {"accessToken": []},
+            {"apiKey": [], "secretKey": []},
+        ],
     }

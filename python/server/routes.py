@@ -232,3 +232,31 @@ OPS = (
         ("group/getlist",),
     ),
 )
+
+# Baidu's public-cloud paths, as the baidu-aip SDK (aip.AipFace) calls them: each is served by the
+# handler of the private route it names, with the same parameters, answers and error codes.
+CLOUD_PREFIX = "/rest/2.0/face/v3"
+CLOUD_PATHS = {
+    "detect": "face/detect",
+    "search": "face/identify",
+    "multi-search": "face/multi-search",
+    "match": "face/match",
+    "faceverify": "face/liveness",
+    "faceset/user/add": "face/add",
+    "faceset/user/update": "face/update",
+    "faceset/face/delete": "face/delete",
+    "faceset/user/get": "user/get",
+    "faceset/face/getlist": "face/list",
+    "faceset/group/getusers": "user/list",
+    "faceset/user/copy": "user/copy",
+    "faceset/user/delete": "user/delete",
+    "faceset/group/add": "group/add",
+    "faceset/group/delete": "group/delete",
+    "faceset/group/getlist": "group/list",
+}
+# The public cloud's H5 video liveness (v1, answered in the H5 envelope: err_no, err_msg,
+# serverlogid): its session code op, and the video route itself (None).
+CLOUD_H5: dict[str, str | None] = {
+    "/rest/2.0/face/v1/faceliveness/sessioncode": "face/liveness/sessioncode",
+    "/rest/2.0/face/v1/faceliveness/verify": None,
+}

@@ -406,8 +406,9 @@ class FaceService:
         self.library.kv_put("h5session", session_id, json.dumps(record).encode())
         return {"session_id": session_id, "code": code}
 
-    def _take_session(self, session_id: object) -> dict[str, Any]:
-        """The session's record, marked used: a session answers one video only."""
+    def _take_session(self, session_id: object, appid: str | None) -> dict[str, Any]:
+        """The session's record, marked used: a session answers one video only. With `appid`
+        (an authenticated caller), only that appid's sessions exist."""
         if session_id is None or session_id == "":
             raise ApiError(222001, "required parameter 'session_id' is missing", "session_id")
         if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
@@ -415,7 +416,12 @@ class FaceService:
         with self._sessions:
             raw = self.library.kv_get("h5session", session_id)
             record: dict[str, Any] | None = json.loads(raw) if raw else None
-            if record is None or record.get("used") or record["expires"] < time.time():
+            if (
+                record is None
+                or record.get("used")
+                or record["expires"] < time.time()
+                or appid not in (None, record["appid"])
+            ):
                 raise ApiError(
                     222209,
                     f"session {session_id} does not exist, has expired ({SESSION_SECONDS // 60} "
@@ -425,14 +431,16 @@ class FaceService:
             self.library.kv_put("h5session", session_id, json.dumps(record).encode())
         return record
 
-    def video_liveness(self, session_id: object, video: bytes | None) -> dict[str, Any]:
+    def video_liveness(
+        self, session_id: object, video: bytes | None, appid: str | None = None
+    ) -> dict[str, Any]:
         if not self.has_liveness:
             raise LivenessMissing()
         if not video:
             raise ApiError(
                 222001, "required parameter 'video' (or video_base64) is missing", "video"
             )
-        session = self._take_session(session_id)
+        session = self._take_session(session_id, appid)
         frames, duration = read_frames(video)
         r = analyse(self.engine, frames, duration)
         pics = []

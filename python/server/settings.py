@@ -40,6 +40,14 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     shutdown_timeout: float = 30.0
+    # Authentication (docs/auth.md): "off" is the spec's private behaviour (appid from the query,
+    # no credentials needed); "required" refuses face routes without a valid token or key.
+    auth: str = "off"
+    access_token_seconds: int = 30 * 86400
+    auth_address_failures: int = 20  # failed attempts per client address per window, then 18
+    auth_key_failures: int = 100  # failed attempts per API key per window, then 18
+    auth_window: float = 60.0
+    metrics_token_file: Path | None = None  # set: /metrics needs "Authorization: Bearer <file>"
 
     @classmethod
     def from_env_and_args(cls, argv: Sequence[str] | None = None) -> Settings:
@@ -91,6 +99,9 @@ class Settings:
             "min_face",
             "token_days",
             "token_capacity",
+            "access_token_seconds",
+            "auth_address_failures",
+            "auth_key_failures",
         ):
             if getattr(self, name) < 1:
                 out.append(f"--{name.replace('_', '-')} must be >= 1")
@@ -100,6 +111,12 @@ class Settings:
             r"[A-Za-z0-9_]{1,48}", self.default_appid
         ):
             out.append(f"--default-appid must be 1-48 of [A-Za-z0-9_], got {self.default_appid!r}")
+        if self.auth not in ("off", "required"):
+            out.append(f"--auth must be off or required, got {self.auth!r}")
+        if self.auth_window <= 0:
+            out.append("--auth-window must be > 0")
+        if self.metrics_token_file is not None and not self.metrics_token_file.is_file():
+            out.append(f"--metrics-token-file {self.metrics_token_file} is not a readable file")
         if self.url_timeout <= 0:
             out.append("--url-timeout must be > 0")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
@@ -121,7 +138,7 @@ def _bool(value: str | bool) -> bool:
 
 def _kind(name: str) -> Any:
     default = Settings.__dataclass_fields__[name].default
-    if name in ("data_dir", "models_dir"):
+    if name in ("data_dir", "models_dir", "metrics_token_file"):
         return Path
     if name == "default_appid":
         return str

@@ -8,6 +8,7 @@ Helpers: `Client.post(route, body, appid)` returns the parsed envelope; `b64(pat
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -70,6 +71,42 @@ class Client:
 
     def server_log(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def facecore_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `facecore` command line (python -m facecore.cli)."""
+    return subprocess.run(
+        [sys.executable, "-m", "facecore.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def create_key(data: Path, appid: str, name: str = "") -> dict[str, Any]:
+    """`facecore keys create`: {api_key, secret_key, appid, ...}; through the admin socket when a
+    server runs on `data`, on the store directly otherwise."""
+    out = facecore_cli("keys", "create", "--appid", appid, "--name", name, "--data", str(data))
+    assert out.returncode == 0, out.stderr
+    key: dict[str, Any] = json.loads(out.stdout)
+    return key
+
+
+def get_token(url: str, key: dict[str, Any]) -> str:
+    """An access token for a key, from the server's /oauth/2.0/token."""
+    r = httpx.get(
+        url + "/oauth/2.0/token",
+        params={
+            "grant_type": "client_credentials",
+            "client_id": key["api_key"],
+            "client_secret": key["secret_key"],
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    token: str = r.json()["access_token"]
+    return token
 
 
 def start_server(

@@ -28,7 +28,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from facecore_server.routes import OPS, PREFIXES
+from facecore_server.routes import CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES
 from live_server import MISC, Client, b64, lfw, start_server, stop_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -248,11 +248,23 @@ def test_openapi_is_valid(document: dict[str, Any]) -> None:
 def test_openapi_lists_every_route_with_its_parameters(document: dict[str, Any]) -> None:
     paths = document["paths"]
     expected = {f"{PREFIXES[0]}/{p}" for op in OPS for p in (op.path, *op.aliases)}
+    expected |= {f"{CLOUD_PREFIX}/{p}" for p in CLOUD_PATHS}
     assert {p for p, item in paths.items() if "post" in item} == expected
     assert {p for p, item in paths.items() if "get" in item} == {
         f"{PREFIXES[0]}/capabilities",
         "/health",
         "/metrics",
+        "/oauth/2.0/token",
+    }
+    for cloud, private in CLOUD_PATHS.items():  # the public-cloud path of a route: its twin
+        twin = paths[f"{PREFIXES[0]}/{private}"]["post"]
+        post = paths[f"{CLOUD_PREFIX}/{cloud}"]["post"]
+        assert post["requestBody"] == twin["requestBody"]
+        assert post["responses"] == twin["responses"]
+    assert set(document["components"]["securitySchemes"]) == {
+        "accessToken",
+        "apiKey",
+        "secretKey",
     }
     for op in OPS:
         for path in (op.path, *op.aliases):

@@ -173,8 +173,8 @@ def test_sessions_expire_after_five_minutes(
         first, second = s.session_code("app", {}), s.session_code("app", {})
         now = time.time()
         monkeypatch.setattr(svc.time, "time", lambda: now + 299)
-        assert s._take_session(first["session_id"])["code"] == first["code"]
+        assert s._take_session(first["session_id"], None)["code"] == first["code"]
         monkeypatch.setattr(svc.time, "time", lambda: now + 301)
         with pytest.raises(ApiError) as info:
-            s._take_session(second["session_id"])
+            s._take_session(second["session_id"], None)
         assert info.value.code == 222209 and "expired" in str(info.value)

@@ -1,0 +1,70 @@
+"""The admin socket: `facecore keys` reaches a running server's key store through it.
+
+A Unix socket in the data directory, mode 0600: only the user the server runs as (and root) can
+connect, which is the same set of users that could open the data directory itself. One JSON
+request per line, one JSON answer per line (facecore.keys.administer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import anyio.to_thread
+from facecore.keys import KeyStore, administer
+
+log = logging.getLogger("facecore.server")
+_MAX_LINE = 64 * 1024
+_UNIX_PATH_MAX = 107
+
+
+async def serve(store: KeyStore, path: Path) -> asyncio.AbstractServer | None:
+    """Listen on `path` (a stale socket left by a killed server is replaced). None when the path
+    is too long for a Unix socket; the server then runs without one."""
+    path = path.absolute()
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+        log.warning("admin socket disabled: %s is longer than a Unix socket path may be", path)
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # created 0600, with no moment at a wider mode
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readuntil(b"\n")
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("the request must be a JSON object")  # noqa: TRY004 (one answer)
+            answer = await anyio.to_thread.run_sync(administer, store, request)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            answer = {"ok": False, "error": f"bad admin request ({type(e).__name__})"}
+        if answer.get("ok"):
+            log.info("admin: %s done", request.get("op"))  # never the secret or the key
+        writer.write(json.dumps(answer).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_unix_server(handle, sock=sock, limit=_MAX_LINE)
+
+
+async def stop(server: asyncio.AbstractServer | None, path: Path) -> None:
+    if server is None:
+        return
+    server.close()
+    await server.wait_closed()
+    with contextlib.suppress(FileNotFoundError):
+        path.absolute().unlink()
+
+
+__all__ = ["serve", "stop"]

@@ -1,0 +1,151 @@
+"""Who is calling: access tokens, API key + secret headers, and the limits on failed attempts.
+
+Credentials, in the order they are looked at:
+- `access_token` in the query string (what Baidu's SDK sends), from `/oauth/2.0/token`;
+- the `X-Api-Key` and `X-Secret-Key` headers (for clients that do not want a token round trip).
+A valid credential binds the request to its key's appid; a query `appid` that names another one is
+refused with 6, whichever appids exist. Credentials that are sent are always checked; `--auth
+required` also refuses requests that send none. Codes are the public cloud's: 110 token invalid,
+111 token expired, 14 key or secret wrong, 6 appid not the key's, 18 too many failed attempts.
+
+Brute force: failed attempts are counted per client address and per API key over a sliding
+window; past the limit, attempts are refused (18) before any secret is looked at, until the window
+has slid past the failures.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import anyio.to_thread
+from facecore.keys import KeyInfo, KeyStore
+from facecore_server.errors import ApiError
+from starlette.requests import Request
+
+INVALID_TOKEN = 110
+EXPIRED_TOKEN = 111
+NO_PERMISSION = 6
+IAM_FAILED = 14
+RATE_LIMITED = 18
+SCOPE = "public brain_all_scope"  # the SDK uses tokens only when brain_all_scope is granted
+_MAX_BUCKETS = 100_000  # addresses tracked at once; past this, buckets older than the window go
+
+
+class FailureLimiter:
+    """Failed attempts per address and per key in the last `window` seconds. Single-threaded
+    use: it lives on the event loop."""
+
+    def __init__(self, per_address: int, per_key: int, window: float) -> None:
+        self.per_address, self.per_key, self.window = per_address, per_key, window
+        self._addresses: dict[str, deque[float]] = {}
+        self._keys: dict[str, deque[float]] = {}
+
+    def retry_after(self, address: str, api_key: str | None = None) -> float:
+        """Seconds until an attempt from `address` (for `api_key`) is allowed again; 0: now."""
+        now = time.monotonic()
+        wait = self._wait(self._addresses.get(address), self.per_address, now)
+        if api_key is not None:
+            wait = max(wait, self._wait(self._keys.get(api_key), self.per_key, now))
+        return wait
+
+    def failed(self, address: str, api_key: str | None = None) -> None:
+        """Count a failure. Pass `api_key` only for keys that exist, so that made-up keys cannot
+        grow the table."""
+        now = time.monotonic()
+        self._count(self._addresses, address, self.per_address, now)
+        if api_key is not None:
+            self._count(self._keys, api_key, self.per_key, now)
+
+    def _wait(self, hits: deque[float] | None, limit: int, now: float) -> float:
+        if hits is None or len(hits) < limit:
+            return 0.0
+        return max(0.0, hits[0] + self.window - now)  # the oldest of the last `limit` failures
+
+    def _count(self, table: dict[str, deque[float]], name: str, limit: int, now: float) -> None:
+        if name not in table and len(table) >= _MAX_BUCKETS:
+            for k in [k for k, v in table.items() if v[-1] + self.window < now]:
+                del table[k]
+            if len(table) >= _MAX_BUCKETS:  # a flood of fresh addresses: start over
+                table.clear()
+        table.setdefault(name, deque(maxlen=limit)).append(now)
+
+
+@dataclass(frozen=True)
+class Caller:
+    appid: str
+    api_key: str | None  # None for a token (its key is not needed after the lookup)
+
+
+class Auth:
+    def __init__(self, store: KeyStore, required: bool, limiter: FailureLimiter) -> None:
+        self.store, self.required, self.limiter = store, required, limiter
+
+    async def caller(self, request: Request) -> Caller | None:
+        """The credential's appid, or None when the request sent none and none is required."""
+        token = request.query_params.get("access_token")
+        api_key = request.headers.get("x-api-key")
+        address = request.client.host if request.client else ""
+        if token is None and api_key is None:
+            if not self.required:
+                return None
+            if request.headers.get("authorization", "").lower().startswith("bce-auth-v1/"):
+                # The SDK falls back to request signing when it got no token. Checking a
+                # signature needs the plain secret, which this server does not keep.
+                raise ApiError(
+                    IAM_FAILED,
+                    "bce-auth-v1 request signing is not supported: the SDK signs requests when "
+                    "/oauth/2.0/token refused its API key and secret; check them",
+                )
+            raise ApiError(
+                INVALID_TOKEN,
+                "credentials are required: an access_token query parameter (from "
+                "/oauth/2.0/token) or the X-Api-Key and X-Secret-Key headers",
+            )
+        self.check_limit(address, api_key if token is None else None)
+        if token is not None:
+            state, appid = self.store.token(token)
+            if state == "valid" and appid is not None:
+                return Caller(appid, None)
+            if state == "expired":
+                raise ApiError(EXPIRED_TOKEN, "the access token has expired: get a new one")
+            self.limiter.failed(address)
+            raise ApiError(
+                INVALID_TOKEN, "the access token is not valid (unknown, malformed or revoked)"
+            )
+        assert api_key is not None
+        info = await self.check_key(address, api_key, request.headers.get("x-secret-key", ""))
+        if info is None:
+            raise ApiError(IAM_FAILED, "the API key and secret key were not accepted")
+        return Caller(info.appid, info.api_key)
+
+    def check_limit(self, address: str, api_key: str | None) -> None:
+        wait = self.limiter.retry_after(address, api_key)
+        if wait:
+            raise ApiError(
+                RATE_LIMITED,
+                f"too many failed authentication attempts; retry in {math.ceil(wait)} s",
+            )
+
+    async def check_key(self, address: str, api_key: str, secret: str) -> KeyInfo | None:
+        """The key when the secret is right (a failure is counted otherwise)."""
+        info = self.store.verified(api_key, secret) if secret else None
+        if info is None and secret:
+            info = await anyio.to_thread.run_sync(self.store.check, api_key, secret)
+        if info is None:
+            self.limiter.failed(address, api_key if self.store.key(api_key) else None)
+        return info
+
+
+def bearer_matches(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+__all__ = ["SCOPE", "Auth", "Caller", "FailureLimiter", "bearer_matches"]
