@@ -174,6 +174,25 @@ MAX_USER_NUM = Param("max_user_num", "integer", 222021, default=1, minimum=1, ma
 START = Param("start", "integer", 222002, default=0, minimum=0, maximum=2**31 - 1)
 LENGTH = Param("length", "integer", 222003, default=100, minimum=1, maximum=1000)
 
+# The public cloud's action_type (an extension of the private routes): add APPENDs a face to the
+# user's, or REPLACEs them when the user exists; update UPDATEs an existing user only, or REPLACEs
+# (registering the user when missing). No code of the table fits its format error: 222001.
+ADD_ACTION = Param(
+    "action_type",
+    "enum",
+    222001,
+    default="APPEND",
+    choices=("APPEND", "REPLACE"),
+    description="REPLACE: an existing user's faces are replaced by this one",
+)
+UPDATE_ACTION = Param(
+    "action_type",
+    "enum",
+    222001,
+    default="UPDATE",
+    choices=("UPDATE", "REPLACE"),
+    description="REPLACE: a missing user is registered instead of answering 223103",
+)
 IMAGE_PARAMS = (IMAGE, IMAGE_TYPE, FACE_TYPE, QUALITY_CONTROL, LIVENESS_CONTROL)
 
 

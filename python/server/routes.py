@@ -158,7 +158,7 @@ OPS = (
     Op(
         "face/add",
         "add",
-        _STORE,
+        (*_STORE, P.ADD_ACTION),
         _STORED,
         "Register the largest face for a user (creates group and user)",
         model=True,
@@ -166,7 +166,7 @@ OPS = (
     Op(
         "face/update",
         "update",
-        _STORE,
+        (*_STORE, P.UPDATE_ACTION),
         _STORED,
         "Replace all of a user's faces in a group with the largest face",
         model=True,

@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 from facecore.engine import UNSUPPORTED, Engine, Face
+from facecore.errors import FaceCoreError
 from facecore.image import decode_image, face_crop
 from facecore.library import FaceLibrary, NewFace, check_token
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
@@ -384,14 +385,32 @@ class FaceService:
         return group, user, info, self.probe(appid, body, crop=True)
 
     def add(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
+        action = P.ADD_ACTION.read(body)
         group, user, info, p = self._stored_face(appid, body)
-        self.library.face_add(appid, group, user, _new_face(p), info)
+        if action == "REPLACE":
+            self._replace(appid, group, user, p, info)
+        else:
+            self.library.face_add(appid, group, user, _new_face(p), info)
         return {"face_token": p.token, "location": p.attrs["location"]}
 
     def update(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
+        action = P.UPDATE_ACTION.read(body)
         group, user, info, p = self._stored_face(appid, body)
-        self.library.face_update(appid, group, user, _new_face(p), info)
+        if action == "REPLACE":
+            self._replace(appid, group, user, p, info)
+        else:
+            self.library.face_update(appid, group, user, _new_face(p), info)
         return {"face_token": p.token, "location": p.attrs["location"]}
+
+    def _replace(self, appid: str, group: str, user: str, p: Probe, info: str | None) -> None:
+        """The user's faces become this one; a user (or group) that does not exist yet is
+        registered. Two steps, each atomic: two concurrent REPLACEs of a new user may both add."""
+        try:
+            self.library.face_update(appid, group, user, _new_face(p), info)
+        except FaceCoreError as e:
+            if e.code not in (223100, 223103):
+                raise
+            self.library.face_add(appid, group, user, _new_face(p), info)
 
     # ------------------------------------------------------------------ H5 video liveness
 

@@ -718,3 +718,26 @@ def test_update_with_empty_user_info_clears_it(server: Client, crowd_tokens: lis
     assert (
         call(server, "user/get", {"group_id": g, "user_id": "u"})["user_list"][0]["user_info"] == ""
     )
+
+
+def test_action_type(server: Client) -> None:
+    """The public cloud's action_type: add REPLACE replaces an existing user's faces (and adds a
+    new user), update REPLACE registers a missing user; the defaults keep the spec's behaviour."""
+    app = "action_app"
+    one, two = image(lfw("Aaron_Sorkin", 1)), image(lfw("Aaron_Sorkin", 2))
+    who = {"group_id": "g", "user_id": "sorkin"}
+    first = call(server, "face/add", {**one, **who, "action_type": "REPLACE"}, app)  # new user
+    second = call(server, "face/add", {**two, **who}, app)  # APPEND
+    faces = call(server, "face/list", who, app)["face_list"]
+    assert {f["face_token"] for f in faces} == {first["face_token"], second["face_token"]}
+    call(server, "face/add", {**one, **who, "action_type": "replace"}, app)
+    faces = call(server, "face/list", who, app)["face_list"]
+    assert [f["face_token"] for f in faces] == [first["face_token"]]
+    ghost = {"group_id": "g2", "user_id": "ghost"}
+    error(server, "face/update", {**two, **ghost}, 223100, app)  # UPDATE: the group must exist
+    made = call(server, "face/update", {**two, **ghost, "action_type": "REPLACE"}, app)
+    assert [f["face_token"] for f in call(server, "face/list", ghost, app)["face_list"]] == [
+        made["face_token"]
+    ]
+    error(server, "face/add", {**one, **who, "action_type": "MERGE"}, 222001, app)
+    error(server, "face/update", {**one, **who, "action_type": "APPEND"}, 222001, app)

@@ -159,6 +159,24 @@ STEPS: list[tuple[str, str, Any, Sdk]] = [
         UPDATE,
     ),
     (
+        "add, REPLACE",
+        "face/add",
+        image(SORKIN, group_id="g1", user_id="u1", action_type="REPLACE"),
+        ADD,
+    ),
+    (
+        "update, REPLACE a new user",
+        "face/update",
+        image(SORKIN_2, group_id="g2", user_id="u5", action_type="REPLACE"),
+        UPDATE,
+    ),
+    (
+        "bad action_type (222001)",
+        "face/add",
+        image(SORKIN, group_id="g1", user_id="u1", action_type="MERGE"),
+        ADD,
+    ),
+    (
         "update a ghost (223103)",
         "face/update",
         image(SORKIN, group_id="g1", user_id="ghost"),
