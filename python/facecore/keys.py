@@ -176,7 +176,7 @@ class KeyStore:
 
     def verified(self, api_key: str, secret: str) -> KeyInfo | None:
         """The key's info when this pair was checked before (no scrypt); else None."""
-        known = self._verified.get(api_key)
+        known = self._verified.get(api_key) if isinstance(api_key, str) else None
         if known is None:
             return None
         mac = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
@@ -187,15 +187,15 @@ class KeyStore:
 
     def check(self, api_key: str, secret: str) -> KeyInfo | None:
         """The key's info when `secret` is its secret and it is not revoked; else None. The
-        first success costs one scrypt; later checks of the same pair, an HMAC."""
+        first success costs one scrypt, later ones an HMAC (`verified`); every failure costs a
+        scrypt, for unknown keys too, so that timing does not tell which keys exist."""
+        known = self.verified(api_key, secret)
+        if known is not None:
+            return known
         record = self._keys.get(api_key) if _API_KEY.match(api_key or "") else None
-        mac = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
         if record is None or record["revoked"] is not None:
             _scrypt(secret, self._dummy_salt, KDF)
             return None
-        known = self._verified.get(api_key)
-        if known is not None:
-            return self._info(api_key, record) if hmac.compare_digest(known, mac) else None
         kdf = record["kdf"]
         assert isinstance(kdf, dict)
         wanted = bytes.fromhex(str(record["hash"]))
@@ -203,6 +203,7 @@ class KeyStore:
             _scrypt(secret, bytes.fromhex(str(record["salt"])), kdf), wanted
         ):
             return None
+        mac = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
         with self._lock:
             if self._keys[api_key]["revoked"] is None:  # not revoked while we hashed
                 self._verified[api_key] = mac

@@ -366,17 +366,6 @@ class Server:
         appid, in OAuth 2.0's shapes (RFC 6749 5.1 and 5.2)."""
         log_id, started = self.ids.next(), time.perf_counter()
         address = request.client.host if request.client else ""
-        params = dict(request.query_params)
-        if request.method == "POST" and request.headers.get("content-type", "").startswith(
-            "application/x-www-form-urlencoded"
-        ):
-            raw = await read_body(request, 8192)
-
-            async def replay() -> dict[str, Any]:
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            async with Request(request.scope, replay).form() as form:
-                params.update({k: v for k, v in form.items() if isinstance(v, str)})
 
         def oauth(status: int, error: str, description: str, **headers: str) -> Response:
             self.record(request, "oauth/token", log_id, started, error, description, status, None)
@@ -384,6 +373,24 @@ class Server:
             return ORJSONResponse(
                 body, status_code=status, headers={**headers, "Cache-Control": "no-store"}
             )
+
+        params = dict(request.query_params)
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            try:
+                raw = await read_body(request, 8192)
+            except ApiError as e:
+                return oauth(400, "invalid_request", str(e))
+
+            async def replay() -> dict[str, Any]:
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            try:
+                async with Request(request.scope, replay).form(max_files=0) as form:
+                    params.update({k: v for k, v in form.items() if isinstance(v, str)})
+            except (HTTPException, MultiPartException, ValueError) as e:
+                return oauth(400, "invalid_request", f"the form could not be parsed ({e})")
 
         grant, key, secret = (params.get(k) for k in ("grant_type", "client_id", "client_secret"))
         if not grant:

@@ -21,7 +21,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import anyio
 import anyio.to_thread
+import facecore
 from facecore.keys import KeyInfo, KeyStore
 from facecore_server.errors import ApiError
 from starlette.requests import Request
@@ -83,6 +85,9 @@ class Caller:
 class Auth:
     def __init__(self, store: KeyStore, required: bool, limiter: FailureLimiter) -> None:
         self.store, self.required, self.limiter = store, required, limiter
+        # scrypt checks at once (16 MiB and one core each); more wait: a burst of guesses from
+        # addresses not yet over their limit cannot take the machine's memory or every core.
+        self._slow = anyio.CapacityLimiter(max(1, facecore.hardware_threads()))
 
     async def caller(self, request: Request) -> Caller | None:
         """The credential's appid, or None when the request sent none and none is required."""
@@ -134,7 +139,9 @@ class Auth:
         """The key when the secret is right (a failure is counted otherwise)."""
         info = self.store.verified(api_key, secret) if secret else None
         if info is None and secret:
-            info = await anyio.to_thread.run_sync(self.store.check, api_key, secret)
+            info = await anyio.to_thread.run_sync(
+                self.store.check, api_key, secret, limiter=self._slow
+            )
         if info is None:
             self.limiter.failed(address, api_key if self.store.key(api_key) else None)
         return info
