@@ -4,8 +4,6 @@ gone with their key), the admin requests, and `facecore keys` on a store no serv
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,8 @@ from facecore.keys import (
     KeyStore,
     administer,
 )
+
+from tests.server.live_server import facecore_cli
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_tokens_per_key_are_bounded(store: KeyStore) -> None:
     tokens = [store.issue(info).access_token for _ in range(TOKENS_PER_KEY + 5)]
     states = [store.token(t)[0] for t in tokens]
     assert states == ["invalid"] * 5 + ["valid"] * TOKENS_PER_KEY  # the oldest went first
-    assert sum(1 for k in store._db if k.startswith(b"t/")) == TOKENS_PER_KEY
+    assert sum(1 for _ in store._prefix(b"t/")) == TOKENS_PER_KEY
 
 
 def test_administer(store: KeyStore) -> None:
@@ -147,35 +147,25 @@ def test_administer(store: KeyStore) -> None:
     assert not administer(store, {"op": "drop"})["ok"]
 
 
-def facecore(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "facecore.cli", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_without_a_server(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
-    made = facecore("keys", "create", "--appid", "app_a", "--name", "gate", "--data", data)
+    made = facecore_cli("keys", "create", "--appid", "app_a", "--name", "gate", "--data", data)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)
     assert key["appid"] == "app_a" and len(key["secret_key"]) == SECRET_CHARS
     assert "only this once" in made.stderr
-    listed = facecore("keys", "list", "--data", data)
+    listed = facecore_cli("keys", "list", "--data", data)
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
         {k: v for k, v in key.items() if k != "secret_key"}
     ]
     assert key["secret_key"] not in listed.stdout
-    assert facecore("keys", "revoke", key["api_key"], "--data", data).returncode == 0
+    assert facecore_cli("keys", "revoke", key["api_key"], "--data", data).returncode == 0
     s = KeyStore(tmp_path / "data" / "auth")
     assert s.check(key["api_key"], key["secret_key"]) is None
     s.close()
-    bad = facecore("keys", "revoke", "nope", "--data", data)
+    bad = facecore_cli("keys", "revoke", "nope", "--data", data)
     assert bad.returncode == 1 and "no key" in bad.stderr
-    bad = facecore("keys", "create", "--appid", "a/b", "--data", data)
+    bad = facecore_cli("keys", "create", "--appid", "a/b", "--data", data)
     assert bad.returncode == 1 and "appid" in bad.stderr
 
 
@@ -183,7 +173,7 @@ def test_cli_when_the_store_is_held(tmp_path: Path) -> None:
     """Another process holds the store and no admin socket answers: a clear error, no damage."""
     held = KeyStore(tmp_path / "data" / "auth")
     try:
-        out = facecore("keys", "list", "--data", str(tmp_path / "data"))
+        out = facecore_cli("keys", "list", "--data", str(tmp_path / "data"))
         assert out.returncode != 0
         assert "cannot open the key store" in out.stderr and "admin socket" in out.stderr
     finally:

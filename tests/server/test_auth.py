@@ -138,6 +138,18 @@ def test_token_endpoint_bad_requests(
     assert r.json()["error_description"]
 
 
+def test_token_endpoint_bad_forms(keyed: Keyed) -> None:
+    url = keyed.url + "/oauth/2.0/token"
+    big = httpx.post(url, data={"grant_type": "client_credentials", "pad": "x" * 9000})
+    assert big.status_code == 400 and big.json()["error"] == "invalid_request"
+    assert "limit" in big.json()["error_description"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body in (b"%zz=%%", b"\xff\xfe=1", b"grant_type=client_credentials&&&"):
+        r = httpx.post(url, content=body, headers=form)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (body, r.text)
+    assert httpx.put(url).json()["error_code"] == 3  # other methods: no such API method
+
+
 def test_wrong_secret_and_unknown_key_look_the_same(keyed: Keyed) -> None:
     key = keyed.keys["a"]
     wrong = token_request(keyed.url, **{**credentials(key), "client_secret": "x" * 32})
@@ -253,20 +265,14 @@ def test_a_key_cannot_touch_another_appid(keyed: Keyed) -> None:
 def test_a_video_session_belongs_to_its_appid(keyed: Keyed) -> None:
     session = keyed.call("face/liveness/sessioncode", {}, keyed.tokens["b"])["result"]
     form = {"session_id": session["session_id"], "video_base64": "AAAA"}
-    stolen = httpx.post(
-        keyed.url + "/face-api/face/liveness",
-        params={"access_token": keyed.tokens["a"]},
-        data=form,
-        timeout=30,
-    ).json()
-    assert stolen["err_no"] == 222209
+
+    def upload(token: str) -> Any:
+        url = keyed.url + "/face-api/face/liveness"
+        return httpx.post(url, params={"access_token": token}, data=form, timeout=30).json()
+
+    assert upload(keyed.tokens["a"])["err_no"] == 222209
     # Refusing A did not use B's session up: B gets past the session check (to the video).
-    own = httpx.post(
-        keyed.url + "/face-api/face/liveness",
-        params={"access_token": keyed.tokens["b"]},
-        data=form,
-        timeout=30,
-    ).json()
+    own = upload(keyed.tokens["b"])
     assert own["err_no"] == 222203
 
 
