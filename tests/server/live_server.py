@@ -109,6 +109,19 @@ def get_token(url: str, key: dict[str, Any]) -> str:
     return token
 
 
+def aip_face(url: str, api_key: str, secret_key: str) -> Any:
+    """Baidu's SDK client (aip.AipFace, PyPI baidu-aip) with its URLs, token and API, pointed at
+    `url` instead of Baidu's cloud: they are name-mangled attributes, set here on the instance."""
+    from aip import AipFace
+
+    client = AipFace("appid-unused-by-the-sdk", api_key, secret_key)
+    client._AipBase__accessTokenUrl = url + "/oauth/2.0/token"
+    for name, value in vars(AipFace).items():
+        if name.startswith("_AipFace__") and name.endswith("Url"):
+            setattr(client, name, value.replace("https://aip.baidubce.com", url))
+    return client
+
+
 def start_server(
     tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Client:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from live_server import (
     Client,
+    aip_face,
     b64,
     create_key,
     facecore_cli,
@@ -183,6 +184,37 @@ def test_required_mode_refuses_requests_without_valid_credentials(keyed: Keyed) 
     assert h5["err_no"] == 110 and h5["err_msg"] == AUTH_MESSAGES[110] and h5["result"] is None
     h5 = httpx.post(keyed.url + "/face-api/face/liveness", data={"session_id": "S1"}).json()
     assert h5["err_no"] == 110
+
+
+GARBAGE = ["", " ", "fc1.", "fc1." + "!" * 43, "钥匙", "a\x00b", "../../etc/passwd", "x" * 6000]
+
+
+@pytest.mark.parametrize("i", range(len(GARBAGE)))
+def test_garbage_credentials(keyed: Keyed, i: int) -> None:
+    """Garbage in every credential slot: the documented answer, never a 500 or a 222302. Each
+    case comes from its own address, so the failures stay under the address limit."""
+    junk = GARBAGE[i]
+    source = f"127.0.4.{i + 1}"
+    for params in (
+        {"grant_type": "client_credentials", "client_id": junk, "client_secret": junk},
+        {"grant_type": junk, "client_id": junk, "client_secret": "x"},
+        {
+            "grant_type": "client_credentials",
+            "client_id": keyed.keys["a"]["api_key"],
+            "client_secret": junk,
+        },
+    ):
+        r = token_request(keyed.url, source=source, **params)
+        assert r.status_code in (400, 401), r.text
+        assert r.json()["error"] in ("invalid_request", "unsupported_grant_type", "invalid_client")
+    raw = junk.encode().replace(b"\x00", b"").strip() or b"-"  # raw bytes (UTF-8 too)
+    for token, headers, code in (
+        (junk, {}, 110),
+        (None, {"X-Api-Key": raw, "X-Secret-Key": raw}, 14),
+        (None, {"X-Api-Key": keyed.keys["a"]["api_key"], "X-Secret-Key": raw}, 14),
+    ):
+        env = keyed.call("group/list", token=token, headers=headers, source=source)
+        refused(env, code)
 
 
 def test_open_routes_stay_open(keyed: Keyed) -> None:
@@ -358,6 +390,20 @@ def test_tokens_expire(strict: Keyed) -> None:
     assert (
         strict.call("group/list", token=get_token(strict.url, strict.keys["a"]))["error_code"] == 0
     )
+
+
+def test_the_sdk_is_refused_an_expired_token(strict: Keyed) -> None:
+    """The SDK renews a token itself before its expires_in; one it keeps past its expiry (made
+    to believe it lives longer) is refused with 111, which the SDK hands back (it renews on
+    110 only)."""
+    client = aip_face(strict.url, strict.keys["a"]["api_key"], strict.keys["a"]["secret_key"])
+    assert client.getGroupList()["error_code"] == 0
+    client._authObj["expires_in"] = 10**6
+    time.sleep(2.2)
+    answer = client.getGroupList()
+    assert answer["error_code"] == 111 and answer["error_msg"] == "Access token expired"
+    client._authObj["expires_in"] = 0  # now it renews: a new token
+    assert client.getGroupList()["error_code"] == 0
 
 
 def test_failures_are_limited_per_address(strict: Keyed) -> None:

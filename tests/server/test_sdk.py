@@ -19,6 +19,7 @@ from live_server import (
     MISC,
     SHARED,
     Client,
+    aip_face,
     b64,
     create_key,
     facecore_cli,
@@ -30,22 +31,11 @@ from live_server import (
 
 pytestmark = pytest.mark.slow
 
-CLOUD = "https://aip.baidubce.com"
 SORKIN, SORKIN_2 = b64(lfw("Aaron_Sorkin", 1)), b64(lfw("Aaron_Sorkin", 2))
 PATTERSON = b64(lfw("Aaron_Patterson", 1))
 GROUP = b64(MISC / "2007_007763.jpg")  # 7 faces
 VIDEO = base64.b64encode((SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4").read_bytes())
 FIELDS = "age,gender,expression,emotion,landmark,eye_status,quality,feature,liveness"
-
-
-def sdk(url: str, api_key: str, secret_key: str) -> AipFace:
-    """An AipFace whose URLs (token and API) point at `url` instead of Baidu's cloud."""
-    client = AipFace("appid-unused-by-the-sdk", api_key, secret_key)
-    client._AipBase__accessTokenUrl = url + "/oauth/2.0/token"
-    for name, value in vars(AipFace).items():
-        if name.startswith("_AipFace__") and name.endswith("Url"):
-            setattr(client, name, value.replace(CLOUD, url))
-    return client
 
 
 class Pair:
@@ -54,7 +44,7 @@ class Pair:
     def __init__(self, client: Client, mode: str, a: dict[str, Any], b: dict[str, Any]) -> None:
         self.client, self.mode, self.url = client, mode, client.url
         self.a, self.b = a, b
-        self.sdk = sdk(self.url, a["api_key"], a["secret_key"])
+        self.sdk = aip_face(self.url, a["api_key"], a["secret_key"])
         # --auth off: B is named in the query; required: B's token says it.
         self.b_query = (
             {"appid": "app_b"} if mode == "off" else {"access_token": get_token(self.url, b)}
@@ -305,7 +295,7 @@ def test_unsupported_methods_say_so(pair: Pair) -> None:
 def test_wrong_secret(pair: Pair) -> None:
     """The token endpoint refuses the pair, so the SDK signs its requests instead (bce-auth-v1):
     --auth required answers 14; --auth off asks for no credentials and serves the default appid."""
-    client = sdk(pair.url, pair.a["api_key"], "not-the-secret")
+    client = aip_face(pair.url, pair.a["api_key"], "not-the-secret")
     answer = client.groupAdd("by_a_stranger")
     if pair.mode == "required":
         assert answer["error_code"] == 14 and answer["error_msg"] == "IAM Certification failed"
@@ -322,7 +312,7 @@ def test_revoked_key(pair: Pair) -> None:
     """A revoked key's token answers 110. The SDK then asks for a new token, is refused, and
     retries with no credential at all: 110 again where credentials are required."""
     key = create_key(pair.client.data, "app_c")
-    client = sdk(pair.url, key["api_key"], key["secret_key"])
+    client = aip_face(pair.url, key["api_key"], key["secret_key"])
     assert client.groupAdd("c1")["error_code"] == 0
     out = facecore_cli("keys", "revoke", key["api_key"], "--data", str(pair.client.data))
     assert out.returncode == 0, out.stderr
@@ -332,3 +322,39 @@ def test_revoked_key(pair: Pair) -> None:
         assert answer["error_msg"] == "Access token invalid or no longer valid"
     else:  # the bare retry needs no credential here: it lands on the default appid
         assert answer["error_code"] == 0 and "c1" not in answer["result"]["group_id_list"]
+
+
+def test_a_key_reaches_only_its_appid(pair: Pair) -> None:
+    """The SDK's key for A, against B's library: B's group does not exist for it, what it adds goes
+    to A, and a URL that names B is refused with 6, whether or not B exists."""
+    assert (
+        pair.private("face/add", image(SORKIN, group_id="b_only", user_id="bob"))["error_code"] == 0
+    )
+    c = pair.sdk
+    assert "b_only" not in c.getGroupList()["result"]["group_id_list"]
+    assert c.getGroupUsers("b_only")["error_code"] == 223100
+    assert c.search(SORKIN, "BASE64", "b_only")["error_code"] == 223100
+    assert c.addUser(SORKIN, "BASE64", "b_only", "mallory")["error_code"] == 0  # A's own group
+    assert c.deleteUser("b_only", "bob")["error_code"] == 223103
+    assert c.groupDelete("b_only")["error_code"] == 0
+    users = pair.private("user/list", {"group_id": "b_only"})["result"]["user_id_list"]
+    assert users == ["bob"]
+    for appid in ("app_b", "no_such_app"):
+        other = aip_face(pair.url, pair.a["api_key"], pair.a["secret_key"])
+        other._AipFace__groupGetlistUrl += f"?appid={appid}"
+        other._AipFace__groupDeleteUrl += f"?appid={appid}"
+        for answer in (other.getGroupList(), other.groupDelete("b_only")):
+            assert (
+                answer["error_code"] == 6 and answer["error_msg"] == "No permission to access data"
+            )
+    assert pair.private("user/list", {"group_id": "b_only"})["result"]["user_id_list"] == ["bob"]
+
+
+def test_no_secret_reaches_the_log(pair: Pair) -> None:
+    """Runs last in this module, for each mode: the keys' secrets and every token the SDK held."""
+    log = pair.client.server_log()
+    assert '"path":"/rest/2.0/face/v3/detect"' in log
+    for secret in (pair.a["secret_key"], pair.b["secret_key"]):
+        assert secret not in log
+    assert pair.sdk._authObj["access_token"] not in log
+    assert "access_token=" not in log and "client_secret=" not in log
