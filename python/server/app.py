@@ -566,6 +566,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(server.warm_up)
         admin_server = await admin.serve(server.keys, socket_path)
+        if settings.auth == "off" and settings.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "--auth off on %s: any client that reaches port %d can read and change any "
+                "appid's library; use --auth required with keys from `facecore keys create` "
+                "(docs/auth.md)",
+                settings.host,
+                settings.port,
+            )
         try:
             yield
         finally:

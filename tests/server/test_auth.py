@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from facecore_server import auth
 from live_server import (
     Client,
     aip_face,
@@ -471,3 +472,52 @@ def test_off_mode_checks_the_credentials_it_is_sent(server: Client) -> None:
     # A signature the server cannot check is ignored when no credentials are required.
     signed = {"Authorization": "bce-auth-v1/x/2026-01-01T00:00:00Z/1800//y"}
     assert post({"appid": "off_b"}, signed)["error_code"] == 0
+
+
+def test_off_mode_on_every_interface_warns(tmp_path: Path, server: Client, keyed: Keyed) -> None:
+    """--auth off on 0.0.0.0 logs a warning at start; loopback, or --auth required, do not."""
+    wide = start_server(tmp_path, "--host", "0.0.0.0")
+    try:
+        assert "--auth off on 0.0.0.0" in wide.server_log()
+    finally:
+        stop_server(wide.proc)
+    assert "--auth off on" not in server.server_log()
+    assert "--auth off on" not in keyed.client.server_log()
+
+
+# ---------------------------------------------------------------------------- the limiter alone
+
+
+def test_failure_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    lim = auth.FailureLimiter(per_address=3, per_key=5, window=10)
+    for _ in range(2):
+        lim.failed("1.2.3.4")
+    assert lim.retry_after("1.2.3.4") == 0
+    now[0] += 4
+    lim.failed("1.2.3.4")
+    assert lim.retry_after("1.2.3.4") == pytest.approx(6)  # the oldest of the three leaves at 1010
+    assert lim.retry_after("5.6.7.8") == 0
+    now[0] += 6
+    assert lim.retry_after("1.2.3.4") == 0
+    for i in range(5):  # five addresses, one failure each, all on one key
+        lim.failed(f"10.0.0.{i}", "KEY")
+    assert lim.retry_after("10.0.0.9", "KEY") == pytest.approx(10)
+    assert lim.retry_after("10.0.0.9", "OTHER") == 0
+    assert lim.retry_after("10.0.0.9") == 0
+
+
+def test_failure_limiter_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "_MAX_BUCKETS", 100)
+    now = [0.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    lim = auth.FailureLimiter(per_address=2, per_key=2, window=10)
+    for i in range(100):
+        lim.failed(f"a{i}")
+    now[0] = 11  # all of them are old now: the next new address sweeps them out
+    lim.failed("fresh")
+    assert len(lim._addresses) == 1
+    for i in range(200):  # a flood of fresh addresses inside one window: the table starts over
+        lim.failed(f"b{i}")
+    assert len(lim._addresses) <= 100
