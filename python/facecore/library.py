@@ -146,8 +146,10 @@ def _end(prefix: bytes) -> bytes:
 class _Group:
     """In-memory state of one (appid, group). Writers hold `lock`; readers take none."""
 
-    def __init__(self, dim: int, mode: Literal["exact", "auto", "hnsw"] = "exact") -> None:
-        self.index = VectorIndex(dim, kind="i8", mode=mode)
+    def __init__(
+        self, dim: int, mode: Literal["exact", "auto", "hnsw"] = "exact", threads: int = 0
+    ) -> None:
+        self.index = VectorIndex(dim, kind="i8", mode=mode, threads=threads)
         self.lock = threading.Lock()
         self.next_row = 0  # rows are assigned in order and never reused
         self.faces = 0
@@ -165,14 +167,21 @@ class FaceLibrary:
         token_days: int = 30,
         sync_writes: bool = False,
         index_mode: Literal["exact", "auto", "hnsw"] = "exact",
+        threads: int = 0,
     ) -> None:
         """`index_mode` is each group's VectorIndex mode. "exact" (default): int8 scans, about
         d + 20 bytes a face, ~10 ms at 1M faces on one core. "auto" adds an HNSW graph to groups
         from 500k faces (faster searches, ~800 more bytes a face, and the add that crosses the
-        threshold builds the graph, minutes at 1M)."""
+        threshold builds the graph, minutes at 1M). `threads`: cores one search (and an HNSW
+        build) uses; 0 = all."""
         if index_mode not in ("exact", "auto", "hnsw"):
             raise InvalidArgument(f"index_mode must be exact, auto or hnsw, got {index_mode!r}")
         self.index_mode = index_mode
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InvalidArgument(
+                f"threads must be an integer >= 0 (0 = all cores), got {threads!r}"
+            )
+        self.threads = threads
         if not isinstance(dim, int) or dim < 1:
             raise InvalidArgument(f"dim must be a positive int, got {dim!r}")
         self.path = Path(path)
@@ -202,9 +211,7 @@ class FaceLibrary:
             deleting = bool(json.loads(value).get("deleting", False))
             if (appid, group) not in self._groups:
                 if deleting:
-                    g = _Group(
-                        self.dim, self.index_mode
-                    )  # its deletion resumes below; no index needed
+                    g = self._new_group()  # its deletion resumes below; no index needed
                 else:
                     g = self._rebuild(appid, group)
                 self._groups[(appid, group)] = g
@@ -213,9 +220,12 @@ class FaceLibrary:
             if g.deleting:
                 self._start_delete(appid, group)
 
+    def _new_group(self) -> _Group:
+        return _Group(self.dim, self.index_mode, self.threads)
+
     def _rebuild(self, appid: str, group: str) -> _Group:
         """A group's index from its R/ records (one sequential scan, in row order)."""
-        g = _Group(self.dim, self.index_mode)
+        g = self._new_group()
         prefix = f"R/{appid}/{group}/".encode()
         width = 4 * self.dim
         rows: list[int] = []
@@ -252,9 +262,10 @@ class FaceLibrary:
                 return  # the store changed after the snapshot: rebuild
             groups = {}
             for entry in m["groups"]:
-                g = _Group(self.dim, self.index_mode)
+                g = self._new_group()
                 if entry["index"] is not None:
                     g.index = VectorIndex.load(str(d / entry["index"]))
+                    g.index.threads = self.threads  # this library's setting, not the saver's
                 g.next_row, g.faces = int(entry["next_row"]), int(entry["faces"])
                 if len(g.index) != g.faces:
                     return
@@ -403,7 +414,7 @@ class FaceLibrary:
             batch = WriteBatch(raw_mode=True)
             self._put_group(batch, appid, group)
             self._write(batch)
-            self._groups[(appid, group)] = _Group(self.dim, self.index_mode)
+            self._groups[(appid, group)] = self._new_group()
 
     def _put_group(self, batch: WriteBatch, appid: str, group: str) -> None:
         meta = {"ctime": int(time.time()), "deleting": False}
@@ -486,7 +497,7 @@ class FaceLibrary:
             if g is not None and g.deleting:
                 raise _err(223128, f"group {group!r} is being deleted")
             if g is None:
-                g = _Group(self.dim, self.index_mode)
+                g = self._new_group()
             with g.lock:
                 batch = WriteBatch(raw_mode=True)
                 if new_group:

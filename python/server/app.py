@@ -136,6 +136,7 @@ class Server:
             token_capacity=settings.token_capacity,
             token_days=settings.token_days,
             sync_writes=settings.sync_writes,
+            threads=settings.threads,
         )
         self.keys = KeyStore(settings.data_dir / STORE_DIR, settings.access_token_seconds)
         self.auth = Auth(

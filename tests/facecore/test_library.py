@@ -1301,3 +1301,25 @@ def test_appids_are_isolated(lib: FaceLibrary) -> None:
     assert lib.user_list("appA", "g") == []
     assert lib.stats()["groups"] == {"appA/g": 0, "appA/onlyA": 1}
     fails(lib, 223100, lib.user_list, "appB", "g", appids=("appA", "appB"))
+
+
+def test_threads_reach_every_group_index(tmp_path: Path, rng: np.random.Generator) -> None:
+    """`threads` (the server's --threads) is the search threads of each group's index: for new
+    groups, after a reopen from the snapshot (saved by a library with another setting), and after
+    a rebuild from RocksDB."""
+    with pytest.raises(InvalidArgument):
+        FaceLibrary(tmp_path / "bad", threads=-1)
+    lib = FaceLibrary(tmp_path / "lib", threads=1)
+    e = unit(rng)
+    lib.face_add(APP, "g1", "u1", nf(e))
+    lib.group_add(APP, "g2")
+    assert {g.index.threads for g in lib._groups.values()} == {1}
+    lib.close()
+    lib = FaceLibrary(tmp_path / "lib", threads=2)  # from the snapshot saved by threads=1
+    assert {g.index.threads for g in lib._groups.values()} == {2}
+    lib.close()
+    shutil.rmtree(tmp_path / "lib" / "indexes")
+    lib = FaceLibrary(tmp_path / "lib", threads=1)  # rebuilt from the store
+    assert {g.index.threads for g in lib._groups.values()} == {1}
+    assert [m.user_id for m in lib.identify(APP, ["g1"], e)] == ["u1"]
+    lib.close()
