@@ -38,7 +38,7 @@ from typing import Any, Literal
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from facecore.errors import FaceCoreError, InvalidArgument, UnknownId
-from facecore.library import check_appid
+from facecore.library import check_appid, iter_prefix
 
 ALPHABET = string.ascii_letters + string.digits
 API_KEY_CHARS = 24  # Baidu's lengths: 24 and 32 characters of [A-Za-z0-9] (143 and 190 bits)
@@ -263,11 +263,7 @@ class KeyStore:
         return len(drop)
 
     def _prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._db.items(from_key=prefix):
-            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        return iter_prefix(self._db, prefix)
 
     @staticmethod
     def _info(api_key: str, record: dict[str, object]) -> KeyInfo:

@@ -104,6 +104,15 @@ def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
     return value
 
 
+def iter_prefix(db: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value) pairs of a raw-mode store whose keys start with `prefix`, in key order."""
+    for key, value in db.items(from_key=prefix):
+        assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
 def check_appid(appid: object) -> str:
     return check_id(appid, "appid", 48, 222014)
 
@@ -336,11 +345,7 @@ class FaceLibrary:
         return value
 
     def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._db.items(from_key=prefix):
-            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        return iter_prefix(self._db, prefix)
 
     def _group(self, appid: str, group: str, *, missing: int = 223100) -> _Group:
         g = self._groups.get((appid, group))
