@@ -213,6 +213,12 @@ class Server:
                 "token_days": s.token_days,
                 "token_capacity": s.token_capacity,
             },
+            "auth": {
+                "mode": s.auth,
+                "token_endpoint": "/oauth/2.0/token",
+                "credentials": ["access_token (query)", "X-Api-Key + X-Secret-Key (headers)"],
+                "access_token_seconds": s.access_token_seconds,
+            },
             "batching": {
                 "max_batch": s.batch_max,
                 "max_wait_ms": s.batch_wait_ms,

@@ -221,7 +221,8 @@ def test_garbage_credentials(keyed: Keyed, i: int) -> None:
 def test_open_routes_stay_open(keyed: Keyed) -> None:
     for path in ("/health", "/metrics", "/openapi.json"):
         assert httpx.get(keyed.url + path).status_code == 200
-    assert httpx.get(keyed.url + "/face-api/v3/capabilities").json()["error_code"] == 0
+    caps = httpx.get(keyed.url + "/face-api/v3/capabilities").json()
+    assert caps["error_code"] == 0 and caps["result"]["auth"]["mode"] == "required"
 
 
 def test_key_headers_and_tokens_act_on_the_keys_appid(keyed: Keyed) -> None:
