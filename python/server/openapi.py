@@ -52,19 +52,26 @@ def document(default_appid: str | None, auth_required: bool = False) -> dict[str
             if op.counts
             else item
         )
-        cloud = [c for c, private in CLOUD_PATHS.items() if private == op.path]
-        for path in (op.path, *op.aliases, *(f"cloud:{c}" for c in cloud)):
-            if path.startswith("cloud:"):
-                url, summary = f"{CLOUD_PREFIX}/{path[6:]}", f"{op.summary} (public-cloud path)"
-            else:
-                url = f"{PREFIXES[0]}/{path}"
-                summary = op.summary + ("" if path == op.path else f" (alias of {op.path})")
+        urls = [
+            (
+                f"{PREFIXES[0]}/{path}",
+                path.replace("/", "_").replace("-", "_"),
+                op.summary + ("" if path == op.path else f" (alias of {op.path})"),
+            )
+            for path in (op.path, *op.aliases)
+        ] + [
+            (
+                f"{CLOUD_PREFIX}/{cloud}",
+                "cloud_" + cloud.replace("/", "_").replace("-", "_"),
+                f"{op.summary} (public-cloud path)",
+            )
+            for cloud, private in CLOUD_PATHS.items()
+            if private == op.path
+        ]
+        for url, operation_id, summary in urls:
             paths[url] = {
                 "post": {
-                    "operationId": url.strip("/")
-                    .replace("/", "_")
-                    .replace("-", "_")
-                    .replace(".", "_"),
+                    "operationId": operation_id,
                     "summary": summary,
                     "parameters": [appid],
                     "requestBody": {
