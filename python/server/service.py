@@ -18,6 +18,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,27 +380,25 @@ class FaceService:
             raise ApiError(222207, "no face in the image matches a user")
         return {"face_num": len(faces), "face_list": faces}
 
-    def _stored_face(self, appid: str, body: dict[str, Any]) -> tuple[str, str, str | None, Probe]:
-        group, user = P.GROUP_ID.read(body), P.USER_ID.read(body)
-        info = P.USER_INFO.read(body)
-        return group, user, info, self.probe(appid, body, crop=True)
-
     def add(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        action = P.ADD_ACTION.read(body)
-        group, user, info, p = self._stored_face(appid, body)
-        if action == "REPLACE":
-            self._replace(appid, group, user, p, info)
-        else:
-            self.library.face_add(appid, group, user, _new_face(p), info)
-        return {"face_token": p.token, "location": p.attrs["location"]}
+        return self._store(appid, body, P.ADD_ACTION, self.library.face_add)
 
     def update(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        action = P.UPDATE_ACTION.read(body)
-        group, user, info, p = self._stored_face(appid, body)
-        if action == "REPLACE":
+        return self._store(appid, body, P.UPDATE_ACTION, self.library.face_update)
+
+    def _store(
+        self, appid: str, body: dict[str, Any], action: P.Param, store: Callable[..., Any]
+    ) -> dict[str, Any]:
+        """add and update: the largest face stored by `store` (the library's face_add or
+        face_update), or by _replace for action_type REPLACE."""
+        replace = action.read(body) == "REPLACE"
+        group, user = P.GROUP_ID.read(body), P.USER_ID.read(body)
+        info = P.USER_INFO.read(body)
+        p = self.probe(appid, body, crop=True)
+        if replace:
             self._replace(appid, group, user, p, info)
         else:
-            self.library.face_update(appid, group, user, _new_face(p), info)
+            store(appid, group, user, _new_face(p), info)
         return {"face_token": p.token, "location": p.attrs["location"]}
 
     def _replace(self, appid: str, group: str, user: str, p: Probe, info: str | None) -> None:
