@@ -130,8 +130,7 @@ def test_auth_step(benchmark: Any, tmp_path: Path, arm: str) -> None:
 
     async def batch() -> None:
         for _ in range(PER_ROUND):
-            caller = await auth.caller(request(query, headers))
-            seen.append(caller.appid if caller else None)
+            seen.append(await auth.caller(request(query, headers)))
 
     try:
         loop.run_until_complete(batch())  # the one scrypt check of key-headers happens here

@@ -27,7 +27,14 @@ from facecore.library import FaceLibrary, check_appid
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore_server import admin, openapi
 from facecore_server.admission import Admission
-from facecore_server.auth import NO_PERMISSION, SCOPE, Auth, FailureLimiter, bearer_matches
+from facecore_server.auth import (
+    NO_PERMISSION,
+    SCOPE,
+    Auth,
+    FailureLimiter,
+    bearer_matches,
+    rate_limited,
+)
 from facecore_server.errors import (
     BUSY,
     SYSTEM_ERROR,
@@ -48,6 +55,7 @@ from facecore_server.service import (
 )
 from facecore_server.settings import Settings
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -334,12 +342,12 @@ class Server:
     async def appid(self, request: Request) -> str:
         """The appid a request acts on: its credential's (a query appid must then be the same),
         else the query's, else the default appid."""
-        caller = await self.auth.caller(request)
+        bound = await self.auth.caller(request)
         appid = request.query_params.get("appid")
-        if caller is not None:
-            if appid not in (None, "", caller.appid):
+        if bound is not None:
+            if appid not in (None, "", bound):
                 raise ApiError(NO_PERMISSION, "the appid in the query is not the credential's")
-            return str(caller.appid)
+            return str(bound)
         if appid is None or appid == "":
             if self.settings.default_appid is None:
                 raise missing("appid")
@@ -386,18 +394,11 @@ class Server:
             "application/x-www-form-urlencoded"
         ):
             try:
-                raw = await read_body(request, 8192)
+                form = await read_form(request, await read_body(request, 8192), max_files=0)
             except ApiError as e:
                 return oauth(400, "invalid_request", str(e))
-
-            async def replay() -> dict[str, Any]:
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            try:
-                async with Request(request.scope, replay).form(max_files=0) as form:
-                    params.update({k: v for k, v in form.items() if isinstance(v, str)})
-            except (HTTPException, MultiPartException, ValueError) as e:
-                return oauth(400, "invalid_request", f"the form could not be parsed ({e})")
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+            await form.close()
 
         grant, key, secret = (params.get(k) for k in ("grant_type", "client_id", "client_secret"))
         if not grant:
@@ -406,15 +407,10 @@ class Server:
             return oauth(400, "unsupported_grant_type", "only client_credentials is supported")
         if not key or not secret:
             return oauth(400, "invalid_request", "client_id and client_secret are required")
-        wait = self.auth.limiter.retry_after(address, key)
+        wait = self.auth.wait(address, key)
         if wait:
-            retry = str(int(wait) + 1)
-            return oauth(
-                429,
-                "invalid_client",
-                f"too many failed authentication attempts; retry in {retry} s",
-                **{"Retry-After": retry},
-            )
+            refusal = str(rate_limited(wait))
+            return oauth(429, "invalid_client", refusal, **{"Retry-After": str(wait)})
         info = await self.auth.check_key(address, key, secret)
         if info is None:
             return oauth(401, "invalid_client", "Client authentication failed")
@@ -437,8 +433,7 @@ class Server:
         route = "face/liveness(video)"
         appid = None
         try:
-            caller = await self.auth.caller(request)
-            appid = caller.appid if caller else None
+            appid = await self.auth.caller(request)
             raw = await read_body(request, self.settings.max_body)
             session_id, video = await _video_fields(request, raw, self.settings.max_body)
             result = await self.admission.run(self.service.video_liveness, session_id, video, appid)
@@ -447,22 +442,26 @@ class Server:
         return self.answer(request, route, log_id, started, 0, result, appid=appid, h5=True)
 
 
+async def read_form(request: Request, raw: bytes, **limits: Any) -> FormData:
+    """The multipart or url-encoded form of a body already read (`raw`), parsed by Starlette
+    within `limits`; 222001 when it is malformed. The caller closes it."""
+
+    async def replay() -> dict[str, Any]:  # the form parser reads the body we already hold
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    try:
+        return await Request(request.scope, replay).form(**limits)
+    except (HTTPException, MultiPartException, ValueError) as e:  # malformed form
+        raise ApiError(222001, f"the form could not be parsed ({type(e).__name__})") from None
+
+
 async def _video_fields(request: Request, raw: bytes, limit: int) -> tuple[object, bytes | None]:
     """(session_id, video bytes) from a multipart or url-encoded form, or a JSON object; the
     `video` file wins over `video_base64` when both come."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fields: dict[str, Any]
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-
-        async def replay() -> dict[str, Any]:  # the form parser reads the body we already hold
-            return {"type": "http.request", "body": raw, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(
-                max_files=1, max_fields=16, max_part_size=limit
-            )
-        except (HTTPException, MultiPartException, ValueError) as e:  # malformed form
-            raise ApiError(222001, f"the form could not be parsed ({type(e).__name__})") from None
+        form = await read_form(request, raw, max_files=1, max_fields=16, max_part_size=limit)
         fields = dict(form)
         upload = form.get("video")
         if upload is not None and not isinstance(upload, str):

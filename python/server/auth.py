@@ -19,7 +19,6 @@ import hmac
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
@@ -76,10 +75,8 @@ class FailureLimiter:
         table.setdefault(name, deque(maxlen=limit)).append(now)
 
 
-@dataclass(frozen=True)
-class Caller:
-    appid: str
-    api_key: str | None  # None for a token (its key is not needed after the lookup)
+def rate_limited(seconds: int) -> ApiError:
+    return ApiError(RATE_LIMITED, f"too many failed authentication attempts; retry in {seconds} s")
 
 
 class Auth:
@@ -89,7 +86,7 @@ class Auth:
         # addresses not yet over their limit cannot take the machine's memory or every core.
         self._slow = anyio.CapacityLimiter(max(1, facecore.hardware_threads()))
 
-    async def caller(self, request: Request) -> Caller | None:
+    async def caller(self, request: Request) -> str | None:
         """The credential's appid, or None when the request sent none and none is required."""
         token = request.query_params.get("access_token")
         api_key = request.headers.get("x-api-key")
@@ -110,11 +107,13 @@ class Auth:
                 "credentials are required: an access_token query parameter (from "
                 "/oauth/2.0/token) or the X-Api-Key and X-Secret-Key headers",
             )
-        self.check_limit(address, api_key if token is None else None)
+        wait = self.wait(address, api_key if token is None else None)
+        if wait:
+            raise rate_limited(wait)
         if token is not None:
             state, appid = self.store.token(token)
             if state == "valid" and appid is not None:
-                return Caller(appid, None)
+                return appid
             if state == "expired":
                 raise ApiError(EXPIRED_TOKEN, "the access token has expired: get a new one")
             self.limiter.failed(address)
@@ -125,15 +124,11 @@ class Auth:
         info = await self.check_key(address, api_key, request.headers.get("x-secret-key", ""))
         if info is None:
             raise ApiError(IAM_FAILED, "the API key and secret key were not accepted")
-        return Caller(info.appid, info.api_key)
+        return info.appid
 
-    def check_limit(self, address: str, api_key: str | None) -> None:
-        wait = self.limiter.retry_after(address, api_key)
-        if wait:
-            raise ApiError(
-                RATE_LIMITED,
-                f"too many failed authentication attempts; retry in {math.ceil(wait)} s",
-            )
+    def wait(self, address: str, api_key: str | None) -> int:
+        """Whole seconds until an attempt from `address` (for `api_key`) is allowed; 0: now."""
+        return math.ceil(self.limiter.retry_after(address, api_key))
 
     async def check_key(self, address: str, api_key: str, secret: str) -> KeyInfo | None:
         """The key when the secret is right (a failure is counted otherwise)."""
@@ -155,4 +150,4 @@ def bearer_matches(request: Request, token: str) -> bool:
     )
 
 
-__all__ = ["SCOPE", "Auth", "Caller", "FailureLimiter", "bearer_matches"]
+__all__ = ["SCOPE", "Auth", "FailureLimiter", "bearer_matches", "rate_limited"]
