@@ -49,8 +49,8 @@ TOKENS_PER_KEY = 64  # live tokens kept per key; issuing more drops the oldest
 # scrypt: 16 MiB and about 90 ms a check on one 2020s server core. The secrets are random, so the
 # hash only has to make a stolen store useless; the parameters are stored with each hash.
 KDF = {"n": 2**14, "r": 8, "p": 1}
-_API_KEY = re.compile(rf"^[A-Za-z0-9]{{{API_KEY_CHARS}}}$")
-_TOKEN = re.compile(rf"^{re.escape(TOKEN_PREFIX)}[A-Za-z0-9_-]{{43}}$")
+_API_KEY = re.compile(rf"[A-Za-z0-9]{{{API_KEY_CHARS}}}")  # fullmatch
+_TOKEN = re.compile(rf"{re.escape(TOKEN_PREFIX)}[A-Za-z0-9_-]{{43}}")  # fullmatch
 _NAME_MAX = 128
 
 
@@ -192,7 +192,7 @@ class KeyStore:
         known = self.verified(api_key, secret)
         if known is not None:
             return known
-        record = self._keys.get(api_key) if _API_KEY.match(api_key or "") else None
+        record = self._keys.get(api_key) if _API_KEY.fullmatch(api_key or "") else None
         if record is None or record["revoked"] is not None:
             _scrypt(secret, self._dummy_salt, KDF)
             return None
@@ -235,7 +235,7 @@ class KeyStore:
     def token(self, token: str) -> tuple[TokenState, str | None]:
         """("valid", appid), ("expired", None) or ("invalid", None): unknown, malformed, or its
         key revoked."""
-        if not isinstance(token, str) or not _TOKEN.match(token):
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             return "invalid", None
         raw = self._db.get(f"t/{_digest(token)}".encode())
         if raw is None:

@@ -44,8 +44,9 @@ from facecore.errors import FaceCoreError, InvalidArgument
 from facecore.score import score_to_similarity, similarity_to_score
 from facecore.search import VectorIndex
 
-_ID = re.compile(r"^[A-Za-z0-9_]+$")
-_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+# Matched with fullmatch, never match + "$": "$" also matches before a final newline ("a\n").
+_ID = re.compile(r"[A-Za-z0-9_]+")
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 RESERVED = frozenset({"all", "self", "me", "this", "next"})
 MAX_GROUPS_PER_SEARCH = 10
 _FACE = struct.Struct("<qq4f")  # F/ value: row, ctime, box
@@ -94,8 +95,13 @@ def _show(value: object) -> str:
     return text if len(text) <= 70 else f"{text[:64]}... ({len(text)} characters)"
 
 
+def is_id(value: object) -> bool:
+    """Whether `value` is, whole, 1+ characters of [A-Za-z0-9_] (ASCII only)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
 def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
-    if not isinstance(value, str) or not _ID.match(value) or len(value) > max_bytes:
+    if not is_id(value) or len(value) > max_bytes:  # type: ignore[arg-type]
         raise _err(
             code, f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {_show(value)}"
         )
@@ -126,7 +132,7 @@ def check_user(user_id: object) -> str:
 
 
 def check_token(token: object) -> str:
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise _err(222025, f"face_token must be 32 lowercase hex characters, got {_show(token)}")
     return token
 

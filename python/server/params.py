@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from facecore.library import is_id
 from facecore_server.errors import ApiError, missing
 
-_ID = "^[A-Za-z0-9_]+$"
+_ID = "^[A-Za-z0-9_]+$"  # the OpenAPI pattern (ECMA: "$" is the end); checked by is_id
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _NOT_B64 = re.compile(rb"[^A-Za-z0-9+/=]")
 
@@ -71,12 +72,13 @@ class Param:
         if not isinstance(value, str):
             raise self.error(f"must be a string, got {type(value).__name__}")
         if self.kind == "enum":
-            upper = value.upper()
+            # ASCII only: str.upper() maps look-alikes onto the choices ("lıve" -> "LIVE").
+            upper = value.upper() if value.isascii() else value
             if upper not in self.choices:
                 raise self.error(f"must be one of {', '.join(self.choices)}, got {value[:32]!r}")
             return upper
         if self.kind == "id":
-            if not re.match(_ID, value) or len(value) > (self.max_bytes or 0):
+            if not is_id(value) or len(value) > (self.max_bytes or 0):
                 raise self.error(
                     f"must be 1-{self.max_bytes} characters of [A-Za-z0-9_], got {value[:64]!r}"
                 )
@@ -85,7 +87,8 @@ class Param:
         return value
 
     def _number(self, value: Any) -> int | float:
-        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value):
+        # ASCII digits only: int() also reads other scripts' digits ("\u0661" is 1).
+        if isinstance(value, str) and re.fullmatch(r" *-?[0-9]+(\.[0-9]+)? *", value):
             try:
                 value = float(value) if "." in value else int(value)
             except ValueError:  # over Python's int-from-string digit limit (4300)
@@ -198,8 +201,8 @@ IMAGE_PARAMS = (IMAGE, IMAGE_TYPE, FACE_TYPE, QUALITY_CONTROL, LIVENESS_CONTROL)
 
 def group_list(value: str) -> list[str]:
     """The groups of `group_id_list`, in order, duplicates dropped; 223104 beyond 10."""
-    groups = [g.strip() for g in value.split(",")]
-    if any(not re.match(_ID, g) or len(g) > 48 for g in groups):
+    groups = [g.strip(" ") for g in value.split(",")]  # spaces around commas only
+    if any(not is_id(g) or len(g) > 48 for g in groups):
         raise ApiError(
             222005,
             f"group_id_list must be comma-separated group ids, got {value[:64]!r}",

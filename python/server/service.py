@@ -80,7 +80,7 @@ LIVENESS_LIMITS = {"LOW": 0.05, "NORMAL": 0.3, "HIGH": 0.9}
 LIVENESS_COUNTS = (1, 3, 8)  # images face/liveness takes
 SESSION_SECONDS = 300  # an H5 session code is valid 5 minutes, and for one video
 SESSION_DIGITS = 4
-_SESSION_ID = re.compile(r"^S[0-9a-f]{22}$")
+_SESSION_ID = re.compile(r"S[0-9a-f]{22}")
 
 ALWAYS = ("angle", "embedding", "quality")  # computed for every detected face
 MATCH_FIELDS = ("embedding", "quality")  # computed for every face found in an image
@@ -429,7 +429,7 @@ class FaceService:
         (an authenticated caller), only that appid's sessions exist."""
         if session_id is None or session_id == "":
             raise ApiError(222001, "required parameter 'session_id' is missing", "session_id")
-        if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
             raise ApiError(222209, "session_id is not one this server issued")
         with self._sessions:
             raw = self.library.kv_get("h5session", session_id)
