@@ -29,11 +29,11 @@ from facecore_server import admin, openapi
 from facecore_server.admission import Admission
 from facecore_server.auth import (
     NO_PERMISSION,
+    RATE_LIMITED,
     SCOPE,
     Auth,
     FailureLimiter,
     bearer_matches,
-    rate_limited,
 )
 from facecore_server.errors import (
     BUSY,
@@ -407,12 +407,12 @@ class Server:
             return oauth(400, "unsupported_grant_type", "only client_credentials is supported")
         if not key or not secret:
             return oauth(400, "invalid_request", "client_id and client_secret are required")
-        wait = self.auth.wait(address, key)
-        if wait:
-            refusal = str(rate_limited(wait))
-            return oauth(429, "invalid_client", refusal, **{"Retry-After": str(wait)})
-        info = await self.auth.check_key(address, key, secret)
-        if info is None:
+        try:
+            info = await self.auth.check_key(address, key, secret)
+        except ApiError as e:
+            if e.code == RATE_LIMITED:
+                wait = str(self.auth.wait(address, key))
+                return oauth(429, "invalid_client", str(e), **{"Retry-After": wait})
             return oauth(401, "invalid_client", "Client authentication failed")
         token = await anyio.to_thread.run_sync(self.keys.issue, info)
         self.record(request, "oauth/token", log_id, started, 0, None, 200, info.appid)

@@ -4,13 +4,16 @@ Credentials, in the order they are looked at:
 - `access_token` in the query string (what Baidu's SDK sends), from `/oauth/2.0/token`;
 - the `X-Api-Key` and `X-Secret-Key` headers (for clients that do not want a token round trip).
 A valid credential binds the request to its key's appid; a query `appid` that names another one is
-refused with 6, whichever appids exist. Credentials that are sent are always checked; `--auth
-required` also refuses requests that send none. Codes are the public cloud's: 110 token invalid,
-111 token expired, 14 key or secret wrong, 6 appid not the key's, 18 too many failed attempts.
+refused with 6, whichever appids exist. Every credential that is sent is checked, and all must
+hold; `--auth required` also refuses requests that send none. Codes are the public cloud's: 110
+token invalid, 111 token expired, 14 key or secret wrong, 6 appid not the key's, 18 too many failed
+attempts.
 
 Brute force: failed attempts are counted per client address and per API key over a sliding
-window; past the limit, attempts are refused (18) before any secret is looked at, until the window
-has slid past the failures.
+window; past the limit, new attempts are refused (18) before any secret is looked at, until the
+window has slid past the failures. What is already proven is not refused: a valid access token,
+or a key pair this process verified before, works from an address over its limit, so one
+misconfigured client behind a site's NAT does not lock out the site's working clients.
 """
 
 from __future__ import annotations
@@ -87,58 +90,80 @@ class Auth:
         self._slow = anyio.CapacityLimiter(max(1, facecore.hardware_threads()))
 
     async def caller(self, request: Request) -> str | None:
-        """The credential's appid, or None when the request sent none and none is required."""
+        """The credentials' appid, or None when the request sent none and none is required.
+
+        Every credential sent is checked, and all must hold: a wrong key pair next to a good
+        token is 14, not the token's appid; a token and a key of two appids are 6. A bce-auth-v1
+        signature is a credential too, one this server cannot check (it keeps no plain secret):
+        14 in both modes, so a client that means a key never lands in the default appid."""
         token = request.query_params.get("access_token")
         api_key = request.headers.get("x-api-key")
+        secret = request.headers.get("x-secret-key")
+        signed = request.headers.get("authorization", "").lower().startswith("bce-auth-v1/")
         address = request.client.host if request.client else ""
-        if token is None and api_key is None:
+        if signed:
+            raise ApiError(
+                IAM_FAILED,
+                "bce-auth-v1 request signing is not supported: the SDK signs requests when "
+                "/oauth/2.0/token refused its API key and secret; check them",
+            )
+        if token is None and api_key is None and secret is None:
             if not self.required:
                 return None
-            if request.headers.get("authorization", "").lower().startswith("bce-auth-v1/"):
-                # The SDK falls back to request signing when it got no token. Checking a
-                # signature needs the plain secret, which this server does not keep.
-                raise ApiError(
-                    IAM_FAILED,
-                    "bce-auth-v1 request signing is not supported: the SDK signs requests when "
-                    "/oauth/2.0/token refused its API key and secret; check them",
-                )
             raise ApiError(
                 INVALID_TOKEN,
                 "credentials are required: an access_token query parameter (from "
                 "/oauth/2.0/token) or the X-Api-Key and X-Secret-Key headers",
             )
-        wait = self.wait(address, api_key if token is None else None)
+        appids = set()
+        if token is not None:
+            appids.add(self.check_token(address, token))
+        if api_key is not None or secret is not None:
+            if not api_key or not secret:
+                raise ApiError(IAM_FAILED, "X-Api-Key and X-Secret-Key must be sent together")
+            appids.add((await self.check_key(address, api_key, secret)).appid)
+        if len(appids) > 1:
+            raise ApiError(NO_PERMISSION, "the access token and the API key are of two appids")
+        return appids.pop()
+
+    def check_token(self, address: str, token: str) -> str:
+        """The token's appid. A valid token is honoured whatever its address's failures (it
+        cannot be guessed, and behind NAT one address is a whole site); an invalid one is a
+        failure, refused with 18 once the address is over its limit."""
+        state, appid = self.store.token(token)
+        if state == "valid" and appid is not None:
+            return appid
+        if state == "expired":
+            raise ApiError(EXPIRED_TOKEN, "the access token has expired: get a new one")
+        wait = self.wait(address, None)
         if wait:
             raise rate_limited(wait)
-        if token is not None:
-            state, appid = self.store.token(token)
-            if state == "valid" and appid is not None:
-                return appid
-            if state == "expired":
-                raise ApiError(EXPIRED_TOKEN, "the access token has expired: get a new one")
-            self.limiter.failed(address)
-            raise ApiError(
-                INVALID_TOKEN, "the access token is not valid (unknown, malformed or revoked)"
-            )
-        assert api_key is not None
-        info = await self.check_key(address, api_key, request.headers.get("x-secret-key", ""))
-        if info is None:
-            raise ApiError(IAM_FAILED, "the API key and secret key were not accepted")
-        return info.appid
+        self.limiter.failed(address)
+        raise ApiError(
+            INVALID_TOKEN, "the access token is not valid (unknown, malformed or revoked)"
+        )
 
     def wait(self, address: str, api_key: str | None) -> int:
         """Whole seconds until an attempt from `address` (for `api_key`) is allowed; 0: now."""
         return math.ceil(self.limiter.retry_after(address, api_key))
 
-    async def check_key(self, address: str, api_key: str, secret: str) -> KeyInfo | None:
-        """The key when the secret is right (a failure is counted otherwise)."""
+    async def check_key(self, address: str, api_key: str, secret: str) -> KeyInfo:
+        """The key when the secret is right; else 14, counted as a failure. A pair this process
+        has verified before is honoured at once; any other is refused with 18, before its scrypt,
+        while its address or key is over the failure limit."""
         info = self.store.verified(api_key, secret) if secret else None
-        if info is None and secret:
+        if info is not None:
+            return info
+        wait = self.wait(address, api_key)
+        if wait:
+            raise rate_limited(wait)
+        if secret:
             info = await anyio.to_thread.run_sync(
                 self.store.check, api_key, secret, limiter=self._slow
             )
         if info is None:
             self.limiter.failed(address, api_key if self.store.key(api_key) else None)
+            raise ApiError(IAM_FAILED, "the API key and secret key were not accepted")
         return info
 
 

@@ -225,6 +225,25 @@ def test_open_routes_stay_open(keyed: Keyed) -> None:
     assert caps["error_code"] == 0 and caps["result"]["auth"]["mode"] == "required"
 
 
+def test_every_credential_sent_must_hold(keyed: Keyed) -> None:
+    """A failed credential is never ignored because another one succeeded."""
+    a, b = keyed.keys["a"], keyed.keys["b"]
+    token_a = keyed.tokens["a"]
+    wrong_b = {"X-Api-Key": b["api_key"], "X-Secret-Key": "not-the-secret"}
+    refused(keyed.call("group/list", token=token_a, headers=wrong_b), 14)
+    right_b = {"X-Api-Key": b["api_key"], "X-Secret-Key": b["secret_key"]}
+    refused(keyed.call("group/list", token=token_a, headers=right_b), 6)
+    right_a2 = {
+        "X-Api-Key": keyed.keys["a2"]["api_key"],
+        "X-Secret-Key": keyed.keys["a2"]["secret_key"],
+    }
+    assert keyed.call("group/list", token=token_a, headers=right_a2)["error_code"] == 0
+    refused(keyed.call("group/list", token=token_a, headers={"X-Secret-Key": a["secret_key"]}), 14)
+    refused(keyed.call("group/list", headers={"X-Api-Key": a["api_key"]}), 14)
+    signed = {"Authorization": "bce-auth-v1/x/2026-01-01T00:00:00Z/1800//y"}
+    refused(keyed.call("group/list", token=token_a, headers=signed), 14)
+
+
 def test_key_headers_and_tokens_act_on_the_keys_appid(keyed: Keyed) -> None:
     a, a2 = keyed.keys["a"], keyed.keys["a2"]
     assert (
@@ -410,33 +429,46 @@ def test_the_sdk_is_refused_an_expired_token(strict: Keyed) -> None:
 
 def test_failures_are_limited_per_address(strict: Keyed) -> None:
     a = strict.keys["a"]
-    good = {"X-Api-Key": a["api_key"], "X-Secret-Key": a["secret_key"]}
+    fresh = create_key(strict.client.data, "app_c")  # a pair this server has never checked
+    proven = {"X-Api-Key": a["api_key"], "X-Secret-Key": a["secret_key"]}  # checked at start
+    unproven = {"X-Api-Key": fresh["api_key"], "X-Secret-Key": fresh["secret_key"]}
     attacker, bystander = "127.0.0.3", "127.0.0.4"
+    token = get_token(strict.url, a)  # lives 2 s: the failures below take milliseconds
     for _ in range(4):
         refused(strict.call("group/list", token="fc1." + "x" * 43, source=attacker), 110)
-    # Past the limit even right credentials from that address are not looked at.
-    refused(strict.call("group/list", headers=good, source=attacker), 18)
-    r = token_request(strict.url, source=attacker, **credentials(a))
+    # Past the limit, unproven attempts from that address are not looked at...
+    refused(strict.call("group/list", token="fc1." + "z" * 43, source=attacker), 18)
+    refused(strict.call("group/list", headers=unproven, source=attacker), 18)
+    r = token_request(strict.url, source=attacker, **credentials(fresh))
     assert r.status_code == 429 and r.json()["error"] == "invalid_client"
     assert 1 <= int(r.headers["retry-after"]) <= 4
-    assert strict.call("group/list", headers=good, source=bystander)["error_code"] == 0
+    # ...but what is proven still works from it (behind NAT, the site's working clients).
+    assert strict.call("group/list", token=token, source=attacker)["error_code"] == 0
+    assert strict.call("group/list", headers=proven, source=attacker)["error_code"] == 0
+    assert strict.call("group/list", headers=unproven, source=bystander)["error_code"] == 0
     time.sleep(3.2)  # the window slides past the failures
-    assert strict.call("group/list", headers=good, source=attacker)["error_code"] == 0
+    assert token_request(strict.url, source=attacker, **credentials(a)).status_code == 200
 
 
 def test_failures_are_limited_per_key(strict: Keyed) -> None:
     a, b = strict.keys["a"], strict.keys["b"]
-    for i in range(6):  # from six addresses: under each address's limit, over the key's
-        r = token_request(
-            strict.url, source=f"127.0.1.{i + 1}", **{**credentials(a), "client_secret": "guess"}
-        )
-        assert r.status_code == 401
-    assert token_request(strict.url, source="127.0.2.1", **credentials(a)).status_code == 429
-    wrong = {"X-Api-Key": a["api_key"], "X-Secret-Key": a["secret_key"]}
-    refused(strict.call("group/list", headers=wrong, source="127.0.2.2"), 18)
+    fresh = create_key(strict.client.data, "app_d")  # never checked: its sign-ins are new
+    for key in (a, fresh):
+        for i in range(6):  # from six addresses: under each address's limit, over the key's
+            r = token_request(
+                strict.url,
+                source=f"127.0.1.{i + 1}",
+                **{**credentials(key), "client_secret": "guess"},
+            )
+            assert r.status_code == 401
+    assert token_request(strict.url, source="127.0.2.1", **credentials(fresh)).status_code == 429
+    right = {"X-Api-Key": fresh["api_key"], "X-Secret-Key": fresh["secret_key"]}
+    refused(strict.call("group/list", headers=right, source="127.0.2.2"), 18)
+    # A pair verified before the attack is not held off by guesses at its key.
+    assert token_request(strict.url, source="127.0.2.3", **credentials(a)).status_code == 200
     assert token_request(strict.url, source="127.0.2.3", **credentials(b)).status_code == 200
     time.sleep(3.2)
-    assert token_request(strict.url, source="127.0.2.4", **credentials(a)).status_code == 200
+    assert token_request(strict.url, source="127.0.2.4", **credentials(fresh)).status_code == 200
 
 
 def test_metrics_token(strict: Keyed) -> None:
@@ -470,9 +502,9 @@ def test_off_mode_checks_the_credentials_it_is_sent(server: Client) -> None:
     refused(post({"access_token": token, "appid": "off_b"}), 6)
     refused(post({"access_token": "fc1." + "y" * 43, "appid": "off_b"}), 110)
     refused(post({"appid": "off_b"}, {"X-Api-Key": key["api_key"], "X-Secret-Key": "no"}), 14)
-    # A signature the server cannot check is ignored when no credentials are required.
+    # A signature is a credential too, one the server cannot check: 14, not the default appid.
     signed = {"Authorization": "bce-auth-v1/x/2026-01-01T00:00:00Z/1800//y"}
-    assert post({"appid": "off_b"}, signed)["error_code"] == 0
+    refused(post({"appid": "off_b"}, signed), 14)
 
 
 def test_off_mode_on_every_interface_warns(tmp_path: Path, server: Client, keyed: Keyed) -> None:
