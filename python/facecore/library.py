@@ -784,16 +784,15 @@ class FaceLibrary:
         for grp, g in states:
             self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
         out: list[list[Match] | FaceCoreError] = []
-        # Compared as cosines, with float rounding forgiven: an identical face (cosine 1 - 1e-7)
-        # must pass a threshold of 100.
-        min_cos = threshold_cos - 1e-6
+        # Compared as the scores answered, so no returned score is below match_threshold (an
+        # identical face scores 100: similarity_to_score forgives float32 rounding at cosine 1).
         for per_user in best:
+            scored = [
+                (grp, u, float(similarity_to_score(c)), tok)
+                for (grp, u), (c, tok) in per_user.items()
+            ]
             matches = sorted(
-                (
-                    Match(grp, u, "", float(similarity_to_score(c)), tok)
-                    for (grp, u), (c, tok) in per_user.items()
-                    if c >= min_cos
-                ),
+                (Match(grp, u, "", s, tok) for grp, u, s, tok in scored if s >= match_threshold),
                 key=lambda m: (-m.score, m.group_id, m.user_id),
             )[:max_user_num]
             if not matches:

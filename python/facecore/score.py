@@ -42,10 +42,18 @@ def _table() -> tuple[np.ndarray, np.ndarray]:
     return _anchors({float(k): float(v) for k, v in far_cosine.items()})
 
 
+# Two float32 unit vectors of the same face have a dot product of 1 - 1e-7 or so, not 1: within
+# this of 1, a cosine is 1 (score 100), so an identical face meets match_threshold 100. The score
+# this forgives is 0.0002 at most (the top segment's slope is ~215 score per unit cosine).
+UNIT_TOLERANCE = 1e-6
+
+
 def similarity_to_score(cosine: float | np.ndarray) -> np.ndarray:
-    """Score(s) in [0, 100] for cosine similarity values (clipped to [-1, 1])."""
+    """Score(s) in [0, 100] for cosine similarity values (clipped to [-1, 1]; within
+    UNIT_TOLERANCE of 1 is 1)."""
     cos, score = _table()
-    c = np.clip(np.asarray(cosine, dtype=np.float64), -1.0, 1.0)
+    c = np.asarray(cosine, dtype=np.float64)
+    c = np.clip(np.where(c >= 1.0 - UNIT_TOLERANCE, 1.0, c), -1.0, 1.0)
     return np.asarray(np.interp(c, cos, score), dtype=np.float64)
 
 

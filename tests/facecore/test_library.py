@@ -505,7 +505,23 @@ def test_identical_embedding_reaches_match_threshold_100(lib: FaceLibrary) -> No
     lib.face_add_many(APP, "g", [(f"u{i}", nf(e), None) for i, e in enumerate(embs)])
     for i, e in enumerate(embs):
         (m,) = lib.identify(APP, ["g"], e, match_threshold=100)
-        assert m.user_id == f"u{i}"
+        assert m.user_id == f"u{i}" and m.score == 100.0  # not 99.99998749, under the threshold
+
+
+def test_no_answered_score_is_under_match_threshold(lib: FaceLibrary) -> None:
+    """The threshold is compared with the score answered, not with a cosine given slack: a score
+    just under it (by float rounding) is not returned."""
+    rng = np.random.default_rng(43)
+    q = unit(rng)
+    lib.face_add_many(
+        APP, "g", [(f"u{i}", nf(near(rng, q, 0.1 + 0.02 * i)), None) for i in range(40)]
+    )
+    for m in lib.identify(APP, ["g"], q, max_user_num=20):
+        for threshold in (m.score, np.nextafter(m.score, 101.0)):
+            got = lib.identify_many(APP, ["g"], q[None], match_threshold=threshold, max_user_num=20)
+            scores = [] if isinstance(got[0], Exception) else [x.score for x in got[0]]
+            assert all(x >= threshold for x in scores)
+            assert (m.score in scores) == (m.score >= threshold)
 
 
 def test_identify_many_matches_identify(lib: FaceLibrary) -> None:
