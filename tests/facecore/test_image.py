@@ -4,12 +4,15 @@ coded FaceCoreError (222203 unreadable, 222304 too large), never a crash or a ha
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
-from facecore.image import decode_image, image_size
+from facecore.image import PEAK_BYTES_PER_PIXEL, decode_image, image_size
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
@@ -146,3 +149,85 @@ def test_pixel_limit_is_configurable(pil: Image.Image) -> None:
 def test_wrong_type() -> None:
     with pytest.raises(InvalidType):
         decode_image("a string")  # type: ignore[arg-type]
+
+
+# Pillow decodes all of these, but only the documented six may be reached from a request.
+UNDOCUMENTED = (
+    "PCX",
+    "SGI",
+    "TGA",
+    "ICO",
+    "JPEG2000",
+    "QOI",
+    "DDS",
+    "AVIF",
+    "PPM",
+    "MSP",
+    "SPIDER",
+    "BLP",
+    "DIB",
+    "ICNS",
+    "XBM",
+)
+
+
+@pytest.mark.parametrize("fmt", UNDOCUMENTED)
+def test_only_documented_formats_are_decoded(pil: Image.Image, fmt: str) -> None:
+    modes = {"MSP": "1", "XBM": "1", "SPIDER": "L", "BLP": "P"}  # what each writer takes
+    img = pil.convert(modes[fmt]) if fmt in modes else pil
+    try:
+        data = _encode(img.resize((64, 64)), fmt)
+    except (OSError, KeyError, ValueError) as e:  # a codec this Pillow build lacks
+        pytest.skip(f"this Pillow cannot write {fmt}: {e}")
+    assert Image.open(io.BytesIO(data)).load() is not None  # Pillow itself would decode it
+    with pytest.raises(ImageUnreadable, match="supported format"):
+        decode_image(data)
+    with pytest.raises(ImageUnreadable):
+        image_size(data)
+
+
+def test_a_documented_magic_with_another_body_is_refused() -> None:
+    """The magic picks the one decoder tried: a JPEG signature on a PNG body is unreadable."""
+    png = _encode(Image.new("RGB", (32, 32)), "PNG")
+    with pytest.raises(ImageUnreadable):
+        decode_image(b"\xff\xd8\xff" + png)
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+from pathlib import Path
+from facecore.image import decode_image
+data = Path(sys.argv[1]).read_bytes()
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+before = hwm()
+out = decode_image(data)
+print(hwm() - before, out.shape[0] * out.shape[1])
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "side", "fmt"),
+    [("I;16", 6000, "PNG"), ("RGBA", 3000, "PNG"), ("RGB", 4000, "JPEG"), ("I", 3000, "TIFF")],
+)
+def test_decoding_peaks_at_the_stated_bytes_a_pixel(
+    tmp_path: Path, mode: str, side: int, fmt: str
+) -> None:
+    """One decode holds at most PEAK_BYTES_PER_PIXEL bytes a pixel at once (measured as the
+    growth of the process's high-water mark, in a fresh process): a 70 KB 16-bit 6000x6000 PNG
+    took 1.7 GB through float64 before."""
+    if mode == "RGB":
+        img = Image.effect_noise((side, side), 64).convert("RGB")
+    else:
+        img = Image.new(mode, (side, side))
+    path = tmp_path / f"big.{fmt.lower()}"
+    img.save(path, fmt)
+    del img
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, check=True
+    )
+    grown, pixels = (int(v) for v in out.stdout.split())
+    assert pixels == side * side
+    assert grown <= PEAK_BYTES_PER_PIXEL * pixels + 16 * 2**20, (grown / pixels, mode)
