@@ -26,6 +26,7 @@ time, and any write after it changes that number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -33,9 +34,9 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -85,6 +86,109 @@ class Match:
     face_token: str
 
 
+# What FaceLibrary.verify reports, and what its repair does about each (docs/operations.md).
+PROBLEMS: dict[str, str] = {
+    "malformed_key": "a key of the library's kinds whose fields or value do not parse: deleted",
+    "unknown_key": "a key of no kind the library knows: reported only, not the library's to delete",
+    "group_missing": "a group's data without its G/ record: the record is written (data kept)",
+    "group_record": "a G/ record that is not the group's JSON: rewritten",
+    "face_without_row": "an F/ face whose R/ row is missing or names another face: the face "
+    "is dropped (its embedding is gone; add the image again)",
+    "duplicate_token": "a token claimed by two faces of one group: the one T/ names is kept",
+    "token_missing": "a face whose T/ entry is missing or names another row: rewritten from F/",
+    "token_dangling": "a T/ entry naming no face: deleted",
+    "row_orphan": "an R/ row that no face names (a search could return it): deleted",
+    "image_orphan": "an I/ image of no face: deleted",
+    "user_without_faces": "a U/ user with no face: deleted, as deleting its last face would",
+    "face_without_user": "faces of a user without its U/ record: written, with empty user_info",
+    "index_size": "a group's index holds another number of faces than its rows: rebuilt",
+    "index_rows": "a group's index holds other rows than its R/ rows: rebuilt",
+    "next_row": "a group's next row number is not above its rows: raised (rebuilt)",
+    "detected_without_order": "a D/ detected-face token without its E/ eviction entry: written",
+    "order_dangling": "an E/ eviction entry of no D/ token: deleted",
+}
+
+
+@dataclass
+class VerifyReport:
+    """FaceLibrary.verify's answer. `counts`: groups, users, faces, rows, images, detected
+    tokens, groups being deleted (after the repair, when one ran). `problems`: how many of each
+    PROBLEMS kind were found, `examples` a few keys of each; `remaining`: what a check after the
+    repair still found (the same as `problems` without a repair)."""
+
+    counts: dict[str, int]
+    problems: dict[str, int]
+    examples: dict[str, list[str]]
+    repaired: bool
+    remaining: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.remaining
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+class _Findings:
+    """One verify pass's problems, with a few example keys of each kind, and (when fixing) the
+    write batch that repairs them."""
+
+    EXAMPLES = 10
+
+    def __init__(self, fix: bool) -> None:
+        self.problems: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        self.batch = WriteBatch(raw_mode=True) if fix else None
+        self.rows_changed = False  # an R/ row deleted: the group's index must be rebuilt
+
+    def add(
+        self,
+        kind: str,
+        key: bytes,
+        *,
+        delete: Sequence[bytes] = (),
+        put: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        assert kind in PROBLEMS, kind
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < self.EXAMPLES:
+            shown.append(key.decode("utf-8", "backslashreplace"))
+        if self.batch is not None:
+            for k in delete:
+                self.batch.delete(k)
+            for k, v in put:  # after the deletes: a key both deleted and put ends up put
+                self.batch.put(k, v)
+        self.rows_changed |= any(k.startswith(b"R/") for k in delete)
+
+    def merge(self, other: _Findings) -> None:
+        for kind, n in other.problems.items():
+            self.problems[kind] = self.problems.get(kind, 0) + n
+            shown = self.examples.setdefault(kind, [])
+            shown.extend(other.examples[kind][: self.EXAMPLES - len(shown)])
+
+    def flush(self, lib: FaceLibrary) -> None:
+        if self.batch is not None and len(self.batch):
+            lib._write(self.batch)
+            self.batch = WriteBatch(raw_mode=True)
+
+
+def _user_meta_ok(raw: bytes | None) -> bool:
+    """Whether a U/ value is the user's JSON {user_info, ctime}."""
+    if raw is None:
+        return False
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return False
+    return (
+        isinstance(meta, dict)
+        and isinstance(meta.get("user_info"), str)
+        and isinstance(meta.get("ctime"), int)
+    )
+
+
 def _err(code: int, message: str) -> FaceCoreError:
     return FaceCoreError(message, code)
 
@@ -95,13 +199,13 @@ def _show(value: object) -> str:
     return text if len(text) <= 70 else f"{text[:64]}... ({len(text)} characters)"
 
 
-def is_id(value: object) -> bool:
+def is_id(value: object) -> TypeGuard[str]:
     """Whether `value` is, whole, 1+ characters of [A-Za-z0-9_] (ASCII only)."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
-    if not is_id(value) or len(value) > max_bytes:  # type: ignore[arg-type]
+    if not is_id(value) or len(value) > max_bytes:
         raise _err(
             code, f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {_show(value)}"
         )
@@ -151,6 +255,30 @@ def check_page(start: object, length: object) -> tuple[int, int]:
     if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 1000:
         raise _err(222003, f"length must be an integer in 1..1000, got {length!r}")
     return start, length
+
+
+def _group_key(key: bytes) -> tuple[str, str] | None:
+    """(appid, group) of a well-formed G/ key, else None."""
+    parts = key.decode("utf-8", "replace").split("/")
+    if len(parts) != 3 or not is_id(parts[1]) or not is_id(parts[2]):
+        return None
+    return parts[1], parts[2]
+
+
+def _group_meta(value: bytes) -> dict[str, Any]:
+    """A G/ value's JSON object; {} when it is not one."""
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _row_of(field: bytes) -> int | None:
+    """The row number of an R/ key's last field (16 lowercase hex digits), else None."""
+    if len(field) != 16 or field.strip(b"0123456789abcdef"):
+        return None
+    return int(field, 16)
 
 
 def _end(prefix: bytes) -> bytes:
@@ -222,8 +350,12 @@ class FaceLibrary:
     def _open(self) -> None:
         self._load_snapshot()
         for key, value in self._iter_prefix(b"G/"):
-            _, appid, group = key.decode().split("/")
-            deleting = bool(json.loads(value).get("deleting", False))
+            # A damaged key or value is left for verify to report; it must not stop the open.
+            ids = _group_key(key)
+            if ids is None:
+                continue
+            appid, group = ids
+            deleting = _group_meta(value).get("deleting") is True
             if (appid, group) not in self._groups:
                 if deleting:
                     g = self._new_group()  # its deletion resumes below; no index needed
@@ -246,7 +378,10 @@ class FaceLibrary:
         rows: list[int] = []
         vecs: list[bytes] = []
         for key, value in self._iter_prefix(prefix):
-            rows.append(int(key[len(prefix) :], 16))
+            row = _row_of(key[len(prefix) :])
+            if row is None or len(value) < width + 16:
+                continue  # damaged: verify reports it
+            rows.append(row)
             vecs.append(value[:width])
             if len(rows) == 65536:
                 self._add_rows(g, rows, vecs)
@@ -345,9 +480,11 @@ class FaceLibrary:
         return value
 
     def _must(self, key: str) -> bytes:
+        """A value that the group's own records say exists. Callers hold the group's lock, so a
+        missing one is damage to the store (`facecore verify --repair`), never a race."""
         value = self._get(key)
         if value is None:
-            raise RuntimeError(f"store inconsistency: {key} is missing")
+            raise RuntimeError(f"store inconsistency: {key} is missing (run `facecore verify`)")
         return value
 
     def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -360,6 +497,51 @@ class FaceLibrary:
         if g.deleting:
             raise _err(223128, f"group {group!r} is being deleted")
         return g
+
+    @staticmethod
+    def _still(g: _Group, group: str) -> None:
+        """After a lock-free read: 223128 if the group's deletion was marked meanwhile. Its data
+        goes only after the mark, so a read that finds no mark afterwards saw all of it."""
+        if g.deleting:
+            raise _err(223128, f"group {group!r} is being deleted")
+
+    @contextlib.contextmanager
+    def _writing(self, appid: str, *groups: tuple[str, int]) -> Iterator[list[_Group]]:
+        """The (group, code when missing) groups' states, their locks held, for a write that
+        reads and changes them as one step. Missing groups are reported in argument order; locks
+        are taken in (appid, group) order, the one global order, so two writers locking the same
+        pair cannot deadlock; `deleting` is checked again under the lock (group_delete sets it
+        under the same lock)."""
+        states = [self._group(appid, grp, missing=code) for grp, code in groups]
+        by_name = {grp: g for (grp, _), g in zip(groups, states)}  # a group named twice: once
+        with contextlib.ExitStack() as stack:
+            for grp in sorted(by_name):
+                stack.enter_context(by_name[grp].lock)
+            for (grp, _), g in zip(groups, states):
+                self._still(g, grp)
+            yield states
+
+    @contextlib.contextmanager
+    def _creating(self, appid: str, group: str) -> Iterator[tuple[_Group, bool]]:
+        """The group's state, its lock held, for a write that creates the group when missing; and
+        whether it is new (the caller writes its G/ key and registers it after its write). An
+        existing group is locked alone, so adds to different groups run in parallel; a missing one
+        is made under the meta lock, held until the caller has registered it, so that two adds
+        never both create it."""
+        g = self._groups.get((appid, group))
+        if g is not None:
+            with g.lock:
+                self._still(g, group)
+                yield g, False
+            return
+        with self._meta_lock:
+            g = self._groups.get((appid, group))
+            new = g is None
+            if g is None:
+                g = self._new_group()
+            with g.lock:
+                self._still(g, group)
+                yield g, new
 
     def _embedding(self, embedding: object) -> np.ndarray:
         e = np.asarray(embedding)
@@ -502,56 +684,49 @@ class FaceLibrary:
     ) -> list[FaceInfo | FaceCoreError]:
         """Add faces to one group in one write batch; a bad item is reported, not raised."""
         appid, group = check_appid(appid), check_group(group_id)
-        with self._meta_lock:
-            g = self._groups.get((appid, group))
-            new_group = g is None
-            if g is not None and g.deleting:
-                raise _err(223128, f"group {group!r} is being deleted")
-            if g is None:
-                g = self._new_group()
-            with g.lock:
-                batch = WriteBatch(raw_mode=True)
+        with self._creating(appid, group) as (g, new_group):
+            batch = WriteBatch(raw_mode=True)
+            if new_group:
+                self._put_group(batch, appid, group)
+            out: list[FaceInfo | FaceCoreError] = []
+            now = int(time.time())
+            row = g.next_row
+            rows: list[int] = []
+            vecs: list[bytes] = []
+            seen: set[str] = set()
+            users: dict[str, dict[str, Any] | None] = {}  # staged user records
+            for user_id, face, user_info in items:
+                try:
+                    user = check_user(user_id)
+                    info = check_user_info(user_info)
+                    token = check_token(face.face_token)
+                    emb = self._embedding(face.embedding)
+                    if token in seen or self._token_owner(appid, group, token) is not None:
+                        raise _err(223105, f"face {token} already exists in group {group!r}")
+                except FaceCoreError as e:
+                    out.append(e)
+                    continue
+                seen.add(token)
+                if user not in users:
+                    raw = self._get(f"U/{appid}/{group}/{user}")
+                    users[user] = json.loads(raw) if raw is not None else None
+                meta = users[user]
+                if meta is None or info is not None:
+                    meta = meta or {"user_info": "", "ctime": now}
+                    if info is not None:
+                        meta["user_info"] = info
+                    users[user] = meta
+                    batch.put(f"U/{appid}/{group}/{user}".encode(), json.dumps(meta).encode())
+                self._put_face(batch, appid, group, user, row, now, face)
+                rows.append(row)
+                vecs.append(emb.tobytes())
+                out.append(FaceInfo(token, now))
+                row += 1
+            if rows:  # nothing is written, not even a new group, when every item failed
+                self._write(batch)
                 if new_group:
-                    self._put_group(batch, appid, group)
-                out: list[FaceInfo | FaceCoreError] = []
-                now = int(time.time())
-                row = g.next_row
-                rows: list[int] = []
-                vecs: list[bytes] = []
-                seen: set[str] = set()
-                users: dict[str, dict[str, Any] | None] = {}  # staged user records
-                for user_id, face, user_info in items:
-                    try:
-                        user = check_user(user_id)
-                        info = check_user_info(user_info)
-                        token = check_token(face.face_token)
-                        emb = self._embedding(face.embedding)
-                        if token in seen or self._token_owner(appid, group, token) is not None:
-                            raise _err(223105, f"face {token} already exists in group {group!r}")
-                    except FaceCoreError as e:
-                        out.append(e)
-                        continue
-                    seen.add(token)
-                    if user not in users:
-                        raw = self._get(f"U/{appid}/{group}/{user}")
-                        users[user] = json.loads(raw) if raw is not None else None
-                    meta = users[user]
-                    if meta is None or info is not None:
-                        meta = meta or {"user_info": "", "ctime": now}
-                        if info is not None:
-                            meta["user_info"] = info
-                        users[user] = meta
-                        batch.put(f"U/{appid}/{group}/{user}".encode(), json.dumps(meta).encode())
-                    self._put_face(batch, appid, group, user, row, now, face)
-                    rows.append(row)
-                    vecs.append(emb.tobytes())
-                    out.append(FaceInfo(token, now))
-                    row += 1
-                if rows:  # nothing is written, not even a new group, when every item failed
-                    self._write(batch)
-                    if new_group:
-                        self._groups[(appid, group)] = g
-                    self._add_rows(g, rows, vecs)
+                    self._groups[(appid, group)] = g
+                self._add_rows(g, rows, vecs)
         return out
 
     def face_update(
@@ -561,35 +736,45 @@ class FaceLibrary:
         user_id: str,
         face: NewFace,
         user_info: str | None = None,
+        *,
+        create: bool = False,
     ) -> FaceInfo:
-        """Replace all of the user's faces in the group with `face` (223103 if no such user)."""
+        """Replace all of the user's faces in the group with `face` (223103 if no such user).
+        `create` (action_type=REPLACE): a missing group or user is registered instead, in the same
+        step, so two concurrent REPLACEs of a new user leave one face, not both."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
         info = check_user_info(user_info)
         token = check_token(face.face_token)
         emb = self._embedding(face.embedding)
-        g = self._group(appid, group)
-        with g.lock:
-            if g.deleting:
-                raise _err(223128, f"group {group!r} is being deleted")
+        with contextlib.ExitStack() as stack:
+            if create:
+                g, new_group = stack.enter_context(self._creating(appid, group))
+            else:
+                g, new_group = stack.enter_context(self._writing(appid, (group, 223100)))[0], False
             ukey = f"U/{appid}/{group}/{user}"
-            raw = self._get(ukey)
-            if raw is None:
+            raw = None if new_group else self._get(ukey)
+            if raw is None and not create:
                 raise _err(223103, f"user {user!r} does not exist in group {group!r}")
-            owner = self._token_owner(appid, group, token)
+            owner = None if new_group else self._token_owner(appid, group, token)
             if owner is not None and owner[1] != user:
                 raise _err(223105, f"face {token} already belongs to another user of {group!r}")
             now = int(time.time())
-            old = self._user_faces(appid, group, user)
+            old = self._user_faces(appid, group, user) if raw is not None else []
             batch = WriteBatch(raw_mode=True)
+            if new_group:
+                self._put_group(batch, appid, group)
             for t, r, _ in old:
                 self._delete_face(batch, appid, group, user, t, r)
             row = g.next_row
             self._put_face(batch, appid, group, user, row, now, face)
-            if info is not None:
-                meta = json.loads(raw)
-                meta["user_info"] = info
+            if raw is None or info is not None:
+                meta = json.loads(raw) if raw is not None else {"user_info": "", "ctime": now}
+                if info is not None:
+                    meta["user_info"] = info
                 batch.put(ukey.encode(), json.dumps(meta).encode())
             self._write(batch)
+            if new_group:
+                self._groups[(appid, group)] = g
             self._add_rows(g, [row], [emb.tobytes()])
             if old:
                 g.index.remove(np.array([r for _, r, _ in old], np.int64))
@@ -600,10 +785,7 @@ class FaceLibrary:
         """Remove one face of the user (223106 if not the user's); the last face takes the user."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
         token = check_token(face_token)
-        g = self._group(appid, group)
-        with g.lock:
-            if g.deleting:
-                raise _err(223128, f"group {group!r} is being deleted")
+        with self._writing(appid, (group, 223100)) as (g,):
             owner = self._token_owner(appid, group, token)
             if owner is None or owner[1] != user:
                 raise _err(223106, f"face {token} of user {user!r} does not exist in {group!r}")
@@ -618,16 +800,19 @@ class FaceLibrary:
 
     def face_list(self, appid: str, group_id: str, user_id: str) -> list[FaceInfo]:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
-        self._group(appid, group)
-        faces = self._user_faces(appid, group, user)
+        g = self._group(appid, group)
+        faces = self._user_faces(appid, group, user)  # one iterator: one consistent view
+        self._still(g, group)
         if not faces:
             raise _err(223103, f"user {user!r} does not exist in group {group!r}")
         return sorted((FaceInfo(t, c) for t, _, c in faces), key=lambda f: (f.ctime, f.face_token))
 
     def face_image(self, appid: str, group_id: str, face_token: str) -> bytes | None:
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
-        self._group(appid, group)
-        return self._get(f"I/{appid}/{group}/{token}")
+        g = self._group(appid, group)
+        image = self._get(f"I/{appid}/{group}/{token}")
+        self._still(g, group)
+        return image
 
     # ------------------------------------------------------------------ users
 
@@ -636,15 +821,19 @@ class FaceLibrary:
         appid, user = check_appid(appid), check_user(user_id)
         if group_id == "@ALL":
             groups = sorted(
-                grp for (a, grp), g in list(self._groups.items()) if a == appid and not g.deleting
+                (grp, g)
+                for (a, grp), g in list(self._groups.items())
+                if a == appid and not g.deleting
             )
         else:
-            groups = [check_group(group_id)]
-            self._group(appid, groups[0])
+            group = check_group(group_id)
+            groups = [(group, self._group(appid, group))]
+        found = [(grp, g, self._get(f"U/{appid}/{grp}/{user}")) for grp, g in groups]
+        if group_id != "@ALL":
+            self._still(groups[0][1], groups[0][0])
         out = []
-        for group in groups:
-            raw = self._get(f"U/{appid}/{group}/{user}")
-            if raw is not None:
+        for group, g, raw in found:
+            if raw is not None and not g.deleting:  # a group whose deletion began is gone
                 meta = json.loads(raw)
                 out.append(UserInfo(group, user, meta["user_info"], meta["ctime"]))
         if not out:
@@ -655,7 +844,7 @@ class FaceLibrary:
         """User ids of the group in sorted order, `length` of them from `start`."""
         appid, group = check_appid(appid), check_group(group_id)
         start, length = check_page(start, length)
-        self._group(appid, group)
+        g = self._group(appid, group)
         prefix = f"U/{appid}/{group}/".encode()
         out: list[str] = []
         for i, (key, _) in enumerate(self._iter_prefix(prefix)):
@@ -663,53 +852,68 @@ class FaceLibrary:
                 out.append(key[len(prefix) :].decode())
                 if len(out) == length:
                     break
+        self._still(g, group)
         return out
 
     def user_copy(self, appid: str, user_id: str, src_group_id: str, dst_group_id: str) -> None:
-        """Copy the user's faces and user_info to another group; faces already there are skipped."""
+        """Copy the user's faces and user_info from one group to another that exists (223111).
+
+        All or nothing, one write batch, with both groups locked: it cannot interleave with an
+        add, delete or another copy on either group. Faces the user already has in the
+        destination are skipped, so copying again (or concurrently) succeeds and changes nothing
+        but user_info. A face that belongs to another user of the destination answers 223105
+        (naming that user) and nothing is copied: one face cannot be two people, and a copy that
+        left the user without it would answer success for a user who cannot be found by that
+        face. The destination user keeps its other faces and its ctime; its user_info becomes
+        the source's. Copying a user into its own group changes nothing."""
         appid, user = check_appid(appid), check_user(user_id)
         src, dst = check_group(src_group_id), check_group(dst_group_id)
-        self._group(appid, src)
-        self._group(appid, dst, missing=223111)
-        raw = self._get(f"U/{appid}/{src}/{user}")
-        if raw is None:
-            raise _err(223103, f"user {user!r} does not exist in group {src!r}")
-        info = json.loads(raw)["user_info"]
-        items = []
-        for token, row, _ in self._user_faces(appid, src, user):
-            if self._token_owner(appid, dst, token) is not None:
-                continue  # already in the destination
-            rec = self._must(f"R/{appid}/{src}/{row:016x}")
-            emb = np.frombuffer(rec, np.float32, self.dim).copy()
-            x1, y1, x2, y2 = _FACE.unpack_from(self._must(f"F/{appid}/{src}/{user}/{token}"))[2:]
-            image = self._get(f"I/{appid}/{src}/{token}")
-            items.append((user, NewFace(token, emb, (x1, y1, x2, y2), image), info))
-        if items:
-            results = self.face_add_many(appid, dst, items)
-            errors = [r for r in results if isinstance(r, FaceCoreError)]
-            if errors:
-                raise errors[0]
-            return
-        # Every face is already in the destination: the user_info is still copied.
-        gd = self._group(appid, dst, missing=223111)
-        with gd.lock:
+        with self._writing(appid, (src, 223100), (dst, 223111)) as (_, gd):
+            raw = self._get(f"U/{appid}/{src}/{user}")
+            faces = self._user_faces(appid, src, user)
+            if raw is None or not faces:
+                raise _err(223103, f"user {user!r} does not exist in group {src!r}")
+            if src == dst:
+                return
+            info = json.loads(raw)["user_info"]
+            now = int(time.time())
+            batch = WriteBatch(raw_mode=True)
+            row = gd.next_row
+            rows: list[int] = []
+            vecs: list[bytes] = []
+            for token, src_row, _ in faces:
+                owner = self._token_owner(appid, dst, token)
+                if owner is not None and owner[1] == user:
+                    continue  # already there
+                if owner is not None:
+                    raise _err(
+                        223105,
+                        f"face {token} of user {user!r} already belongs to user {owner[1]!r} "
+                        f"of group {dst!r}; nothing was copied",
+                    )
+                rec = self._must(f"R/{appid}/{src}/{src_row:016x}")
+                emb = np.frombuffer(rec, np.float32, self.dim).copy()
+                fkey = f"F/{appid}/{src}/{user}/{token}"
+                x1, y1, x2, y2 = _FACE.unpack_from(self._must(fkey))[2:]
+                image = self._get(f"I/{appid}/{src}/{token}")
+                face = NewFace(token, emb, (x1, y1, x2, y2), image)
+                self._put_face(batch, appid, dst, user, row, now, face)
+                rows.append(row)
+                vecs.append(emb.tobytes())
+                row += 1
             ukey = f"U/{appid}/{dst}/{user}"
             raw_dst = self._get(ukey)
-            if raw_dst is None:
-                return  # the faces belong to other users there; nothing of this user to update
-            meta = json.loads(raw_dst)
-            if meta["user_info"] != info:
+            meta = json.loads(raw_dst) if raw_dst is not None else {"ctime": now}
+            if rows or meta.get("user_info") != info:
                 meta["user_info"] = info
-                batch = WriteBatch(raw_mode=True)
                 batch.put(ukey.encode(), json.dumps(meta).encode())
                 self._write(batch)
+            if rows:
+                self._add_rows(gd, rows, vecs)
 
     def user_delete(self, appid: str, group_id: str, user_id: str) -> None:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
-        g = self._group(appid, group)
-        with g.lock:
-            if g.deleting:
-                raise _err(223128, f"group {group!r} is being deleted")
+        with self._writing(appid, (group, 223100)) as (g,):
             faces = self._user_faces(appid, group, user)
             if not faces:
                 raise _err(223103, f"user {user!r} does not exist in group {group!r}")
@@ -799,6 +1003,8 @@ class FaceLibrary:
                 out.append(_err(222207, "no user matches the face"))
                 continue
             out.append([self._with_info(appid, m) for m in matches])
+        for grp, g in states:
+            self._still(g, grp)
         return out
 
     def _search_group(
@@ -948,8 +1154,9 @@ class FaceLibrary:
         """Replace a stored face's embedding (facecore reindex)."""
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
         emb = self._embedding(embedding)
-        g = self._group(appid, group)
-        with g.lock:
+        # Under the lock with `deleting` checked: a write after the deletion's range deletes
+        # would leave a row that a later group of the same name would take for its own.
+        with self._writing(appid, (group, 223100)) as (g,):
             owner = self._token_owner(appid, group, token)
             if owner is None:
                 raise _err(223106, f"face {token} does not exist in {group!r}")
@@ -969,3 +1176,331 @@ class FaceLibrary:
             f"{a}/{grp}": g.faces for (a, grp), g in sorted(self._groups.items()) if not g.deleting
         }
         return {"faces": sum(groups.values()), "groups": groups}
+
+    # ------------------------------------------------------------------ verify
+
+    def verify(self, repair: bool = False) -> VerifyReport:
+        """Check every record against the others and every group's index against its rows
+        (PROBLEMS lists what is found, and what a repair does about it); with `repair`, fix what
+        can be fixed without guessing (one write batch per group, under its lock), then check
+        again: `remaining` is what that second check found.
+
+        Runs beside readers and writers. Each group is screened without its lock; one that
+        shows a problem is checked again under its lock, so a write racing the screen is never
+        reported; the index check holds the lock (a group's writes wait for a scan of its row
+        keys). Groups being deleted are skipped."""
+        report = self._verify(repair)
+        if repair:
+            after = self._verify(False)
+            report.counts, report.remaining, report.repaired = after.counts, after.problems, True
+        return report
+
+    def _verify(self, fix: bool) -> VerifyReport:
+        found = _Findings(fix)
+        counts = dict.fromkeys(("groups", "users", "faces", "rows", "images"), 0)
+        counts["deleting_groups"] = 0
+        for appid, group in self._scan_keyspace(found):
+            if fix:
+                self._adopt(appid, group)
+        if fix:
+            found.flush(self)  # the malformed keys no group owns
+        for (appid, group), g in sorted(self._groups.items()):
+            if g.deleting:
+                counts["deleting_groups"] += 1
+                continue
+            group_counts = self._verify_group(appid, group, g, found, fix)
+            if group_counts is None:  # its deletion began meanwhile
+                counts["deleting_groups"] += 1
+                continue
+            counts["groups"] += 1
+            for k, v in group_counts.items():
+                counts[k] += v
+        counts["detected_tokens"] = self._verify_detected(found, fix)
+        return VerifyReport(counts, dict(found.problems), found.examples, False, found.problems)
+
+    def _scan_keyspace(self, found: _Findings) -> set[tuple[str, str]]:
+        """One pass over the whole store (one iterator: one consistent view), skipping over each
+        group's range per kind: keys that name no valid group or kind, and groups that have data
+        but no G/ record (which no operation leaves: a group's G/ record is written with its
+        first data and deleted after its last). Returns those groups."""
+        it = self._db.iter()
+        it.seek_to_first()
+        records: set[tuple[str, str]] = set()
+        data: set[tuple[str, str]] = set()
+        while it.valid():
+            key = it.key()
+            assert isinstance(key, bytes)  # raw mode
+            kind = key[:2]
+            if kind in (b"D/", b"E/", b"K/"):  # detected tokens: _verify_detected; K/: tools'
+                it.seek(key[:1] + b"0")
+                continue
+            if kind == b"G/":
+                ids = _group_key(key)
+                if ids is None:
+                    found.add("malformed_key", key, delete=[key])
+                else:
+                    records.add(ids)
+                it.next()
+                continue
+            if kind not in (b"U/", b"F/", b"R/", b"T/", b"I/"):
+                found.add("unknown_key", key)
+                it.next()
+                continue
+            parts = key.split(b"/", 3)
+            ids = _group_key(b"G/" + b"/".join(parts[1:3])) if len(parts) == 4 else None
+            if ids is None:
+                found.add("malformed_key", key, delete=[key])
+                it.next()
+                continue
+            data.add(ids)
+            it.seek(_end(b"/".join(parts[:3]) + b"/"))
+        orphans = {ids for ids in data - records if ids not in self._groups}
+        for appid, group in sorted(orphans):
+            found.add("group_missing", f"G/{appid}/{group}".encode())
+        return orphans
+
+    def _adopt(self, appid: str, group: str) -> None:
+        """Give data without a G/ record its record back and index it, rather than delete what
+        may be the only copy of those faces; the caller checks the group next."""
+        with self._meta_lock:
+            if (appid, group) in self._groups or self._get(f"G/{appid}/{group}") is not None:
+                return  # created meanwhile
+            batch = WriteBatch(raw_mode=True)
+            self._put_group(batch, appid, group)
+            self._write(batch)
+            self._groups[(appid, group)] = self._rebuild(appid, group)
+
+    def _verify_group(
+        self, appid: str, group: str, g: _Group, found: _Findings, fix: bool
+    ) -> dict[str, int] | None:
+        """Screen the group's records without its lock; if that shows a problem, check (and fix)
+        them again under the lock, where nothing races; then the index, under the lock."""
+        screen = _Findings(False)
+        counts = self._check_records(appid, group, screen)
+        rows_changed = False
+        with g.lock:
+            if g.deleting:
+                return None
+            if screen.problems:
+                confirmed = _Findings(fix)
+                counts = self._check_records(appid, group, confirmed)
+                found.merge(confirmed)
+                rows_changed = confirmed.rows_changed
+                if fix:
+                    confirmed.flush(self)
+            rows = sorted(
+                row
+                for key, _ in self._iter_prefix(f"R/{appid}/{group}/".encode())
+                if (row := _row_of(key.rsplit(b"/", 1)[1])) is not None
+            )
+            stale = False
+            if len(g.index) != len(rows) or g.faces != len(rows):
+                found.add("index_size", f"{appid}/{group}".encode())
+                stale = True
+            elif any(r not in g.index for r in rows):  # same size, all there: the same rows
+                found.add("index_rows", f"{appid}/{group}".encode())
+                stale = True
+            if rows and g.next_row <= rows[-1]:
+                found.add("next_row", f"{appid}/{group}".encode())
+                stale = True
+            if fix and (stale or rows_changed):
+                fresh = self._rebuild(appid, group)
+                g.index, g.faces = fresh.index, fresh.faces
+                g.next_row = max(g.next_row, fresh.next_row)
+        return counts
+
+    def _check_records(self, appid: str, group: str, found: _Findings) -> dict[str, int]:
+        """Every record of one group against the others (docs/storage.md): G/, then F/ merged
+        with U/ (both in user order), R/, T/ and I/, each by a prefix scan with point reads.
+        Memory stays constant whatever the group's size. Returns the group's counts."""
+        base = f"{appid}/{group}/"
+        width = 4 * self.dim
+        counts = dict.fromkeys(("users", "faces", "rows", "images"), 0)
+
+        gkey = f"G/{appid}/{group}".encode()
+        graw = self._db.get(gkey)
+        if graw is None:
+            found.add("group_missing", gkey, put=[(gkey, self._group_value({}))])
+        else:
+            meta = _group_meta(graw)
+            if not isinstance(meta.get("ctime"), int) or meta.get("deleting") is not False:
+                found.add("group_record", gkey, put=[(gkey, self._group_value(meta))])
+
+        def good(user: bytes, token: bytes, row: int) -> bool:
+            """Whether F/ user/token names `row` and R/ row names that face back."""
+            f = self._db.get(f"F/{base}".encode() + user + b"/" + token)
+            if f is None or len(f) != _FACE.size or _FACE.unpack_from(f)[0] != row:
+                return False
+            r = self._db.get(f"R/{base}{row:016x}".encode())
+            return r is not None and r[width:] == bytes.fromhex(token.decode()) + user
+
+        # F/ merged with U/: a face needs its row and its user record; a user needs a face.
+        claimed: dict[bytes, tuple[int, bytes]] = {}  # tokens whose T/ this pass rewrites
+        uprefix = f"U/{base}".encode()
+        users = self._iter_prefix(uprefix)
+        pending = next(users, None)
+
+        def users_before(user: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+            """The U/ records up to `user` (all of them for None), consumed in order."""
+            nonlocal pending
+            while pending is not None and (user is None or pending[0][len(uprefix) :] <= user):
+                yield pending[0][len(uprefix) :], pending[1]
+                pending = next(users, None)
+
+        def user_done(user: bytes, kept: int, first_ctime: int, record: bytes | None) -> None:
+            ukey = uprefix + user
+            if kept == 0 and record is not None:
+                found.add("user_without_faces", ukey, delete=[ukey])
+            elif kept and not _user_meta_ok(record):
+                value = json.dumps({"user_info": "", "ctime": first_ctime}).encode()
+                found.add("face_without_user", ukey, put=[(ukey, value)])
+            if kept:
+                counts["users"] += 1
+
+        fprefix = f"F/{base}".encode()
+        current: bytes | None = None
+        kept, first_ctime, record = 0, 0, None
+        for key, value in self._iter_prefix(fprefix):
+            rest = key[len(fprefix) :].split(b"/")
+            if (
+                len(rest) != 2
+                or not is_id(rest[0].decode("utf-8", "replace"))
+                or not _TOKEN.fullmatch(rest[1].decode("utf-8", "replace"))
+                or len(value) != _FACE.size
+            ):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            user, token = rest
+            if user != current:
+                if current is not None:
+                    user_done(current, kept, first_ctime, record)
+                record = None
+                for name, raw in users_before(user):
+                    if name == user:
+                        record = raw
+                    else:  # a user record with no face at all
+                        user_done(name, 0, 0, raw)
+                current, kept, first_ctime = user, 0, 0
+            row, ctime = (int(v) for v in _FACE.unpack_from(value)[:2])
+            rkey = f"R/{base}{row:016x}".encode()
+            r = self._db.get(rkey)
+            tbin = bytes.fromhex(token.decode())
+            if r is None or r[width:] != tbin + user:
+                found.add("face_without_row", key, delete=[key])
+                continue
+            tkey = f"T/{base}".encode() + token
+            t = self._db.get(tkey)
+            mine = _ROW.pack(row) + user
+            if t != mine:
+                owner = claimed.get(token)
+                if owner is None and t is not None and len(t) > _ROW.size:
+                    other = (int(_ROW.unpack_from(t)[0]), t[_ROW.size :])
+                    if good(other[1], token, other[0]):
+                        owner = other
+                if owner is not None:  # another user's face has this token: keep that one
+                    found.add("duplicate_token", key, delete=[key, rkey])
+                    continue
+                found.add("token_missing", tkey, put=[(tkey, mine)])
+                claimed[token] = (row, user)
+            kept += 1
+            counts["faces"] += 1
+            first_ctime = ctime if kept == 1 else min(first_ctime, ctime)
+        if current is not None:
+            user_done(current, kept, first_ctime, record)
+        for name, raw in users_before(None):
+            user_done(name, 0, 0, raw)
+
+        # R/: a row needs its face (a search would otherwise return a face that is not there).
+        rprefix = f"R/{base}".encode()
+        for key, value in self._iter_prefix(rprefix):
+            number = _row_of(key[len(rprefix) :])
+            user = value[width + 16 :]
+            if (
+                number is None
+                or len(value) <= width + 16
+                or not is_id(user.decode("utf-8", "replace"))
+            ):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            counts["rows"] += 1
+            f = self._db.get(fprefix + user + b"/" + value[width : width + 16].hex().encode())
+            if f is None or len(f) != _FACE.size or _FACE.unpack_from(f)[0] != number:
+                found.add("row_orphan", key, delete=[key])
+
+        # T/: an entry needs the face it names (unless this pass rewrites it).
+        tprefix = f"T/{base}".encode()
+        for key, value in self._iter_prefix(tprefix):
+            token = key[len(tprefix) :]
+            if token in claimed:
+                continue
+            if not _TOKEN.fullmatch(token.decode("utf-8", "replace")) or len(value) <= _ROW.size:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            if not good(value[_ROW.size :], token, int(_ROW.unpack_from(value)[0])):
+                found.add("token_dangling", key, delete=[key])
+
+        # I/: an image needs its face.
+        iprefix = f"I/{base}".encode()
+        for key, _ in self._iter_prefix(iprefix):
+            token = key[len(iprefix) :]
+            if not _TOKEN.fullmatch(token.decode("utf-8", "replace")):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            t = None if token in claimed else self._db.get(tprefix + token)
+            if token not in claimed and (
+                t is None
+                or len(t) <= _ROW.size
+                or not good(t[_ROW.size :], token, int(_ROW.unpack_from(t)[0]))
+            ):
+                found.add("image_orphan", key, delete=[key])
+                continue
+            counts["images"] += 1
+        return counts
+
+    @staticmethod
+    def _group_value(meta: dict[str, Any]) -> bytes:
+        ctime = meta.get("ctime")
+        return json.dumps(
+            {"ctime": ctime if isinstance(ctime, int) else int(time.time()), "deleting": False}
+        ).encode()
+
+    def _verify_detected(self, found: _Findings, fix: bool) -> int:
+        """D/ detected-face tokens against their E/ eviction entries: screened without the token
+        lock, confirmed (and fixed) under it. Returns the number of tokens."""
+        screen = _Findings(False)
+        count = self._check_detected(screen)
+        if not screen.problems:
+            return count
+        with self._token_lock:
+            confirmed = _Findings(fix)
+            count = self._check_detected(confirmed)
+            found.merge(confirmed)
+            if fix:
+                confirmed.flush(self)
+                self._token_count = sum(1 for _ in self._iter_prefix(b"E/"))
+        return count
+
+    def _check_detected(self, found: _Findings) -> int:
+        width = 8 + 4 * self.dim
+        count = 0
+        for key, value in self._iter_prefix(b"D/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 3 or not is_id(parts[1]) or not _TOKEN.fullmatch(parts[2]):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            if len(value) < width:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            count += 1
+            ekey = f"E/{struct.unpack_from('<q', value)[0]:016x}/{parts[1]}/{parts[2]}".encode()
+            if self._db.get(ekey) is None:
+                found.add("detected_without_order", key, put=[(ekey, b"")])
+        for key, _ in self._iter_prefix(b"E/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 4 or _row_of(parts[1].encode()) is None:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            d = self._db.get(f"D/{parts[2]}/{parts[3]}".encode())
+            if d is None or len(d) < 8 or struct.unpack_from("<q", d)[0] != int(parts[1], 16):
+                found.add("order_dangling", key, delete=[key])
+        return count

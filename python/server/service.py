@@ -25,7 +25,6 @@ from typing import Any
 import cv2
 import numpy as np
 from facecore.engine import UNSUPPORTED, Engine, Face
-from facecore.errors import FaceCoreError
 from facecore.image import decode_image, face_crop
 from facecore.library import FaceLibrary, NewFace, check_token
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
@@ -403,13 +402,8 @@ class FaceService:
 
     def _replace(self, appid: str, group: str, user: str, p: Probe, info: str | None) -> None:
         """The user's faces become this one; a user (or group) that does not exist yet is
-        registered. Two steps, each atomic: two concurrent REPLACEs of a new user may both add."""
-        try:
-            self.library.face_update(appid, group, user, _new_face(p), info)
-        except FaceCoreError as e:
-            if e.code not in (223100, 223103):
-                raise
-            self.library.face_add(appid, group, user, _new_face(p), info)
+        registered, in the same atomic step (two concurrent REPLACEs leave one of the faces)."""
+        self.library.face_update(appid, group, user, _new_face(p), info, create=True)
 
     # ------------------------------------------------------------------ H5 video liveness
 

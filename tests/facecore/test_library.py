@@ -391,6 +391,66 @@ def test_user_copy_when_every_face_is_already_there_still_copies_user_info(
     assert lib.user_get(APP, "dst", "u")[0].user_info == "new info"
 
 
+def test_user_copy_of_a_face_another_user_has_there_is_223105_and_copies_nothing(
+    lib: FaceLibrary,
+) -> None:
+    """One face cannot be two people: the copy names the owner and writes nothing, rather than
+    answer success for a user that then does not exist or lacks that face."""
+    rng = np.random.default_rng(39)
+    e = unit(rng, 2)
+    fs = [lib.face_add(APP, "src", "u", nf(e[i]), "u info") for i in range(2)]
+    lib.face_add(APP, "dst", "other", nf(e[1], fs[1].face_token), "other info")
+    err = fails(lib, 223105, lib.user_copy, APP, "u", "src", "dst")
+    assert "'other'" in str(err) and fs[1].face_token in str(err)
+    # Once the owner lets go of the face, the copy goes through.
+    lib.face_add(APP, "dst", "other", nf(unit(rng)))
+    lib.face_delete(APP, "dst", "other", fs[1].face_token)
+    lib.user_copy(APP, "u", "src", "dst")
+    assert {f.face_token for f in lib.face_list(APP, "dst", "u")} == {f.face_token for f in fs}
+
+
+def test_user_copy_again_or_into_its_own_group_changes_nothing(lib: FaceLibrary) -> None:
+    rng = np.random.default_rng(40)
+    lib.face_add(APP, "src", "u", nf(unit(rng)), "info")
+    lib.group_add(APP, "dst")
+    lib.user_copy(APP, "u", "src", "dst")
+    before = listing(lib)
+    lib.user_copy(APP, "u", "src", "dst")
+    lib.user_copy(APP, "u", "src", "src")
+    assert listing(lib) == before
+    assert lib.verify().ok
+
+
+def test_user_copy_keeps_the_destination_users_other_faces_and_ctime(lib: FaceLibrary) -> None:
+    rng = np.random.default_rng(41)
+    f = lib.face_add(APP, "src", "u", nf(unit(rng)), "new info")
+    own = lib.face_add(APP, "dst", "u", nf(unit(rng)), "old info")
+    ctime = lib.user_get(APP, "dst", "u")[0].ctime
+    lib.user_copy(APP, "u", "src", "dst")
+    assert {x.face_token for x in lib.face_list(APP, "dst", "u")} == {f.face_token, own.face_token}
+    (info,) = lib.user_get(APP, "dst", "u")
+    assert (info.user_info, info.ctime) == ("new info", ctime)
+
+
+def test_face_update_create_registers_a_missing_group_or_user(lib: FaceLibrary) -> None:
+    """action_type=REPLACE: update that registers what is missing, in one step."""
+    rng = np.random.default_rng(42)
+    e = unit(rng, 3)
+    f = lib.face_update(APP, "new_group", "u", nf(e[0]), "first", create=True)
+    assert [x.face_token for x in lib.face_list(APP, "new_group", "u")] == [f.face_token]
+    assert lib.user_get(APP, "new_group", "u")[0].user_info == "first"
+    g = lib.face_update(APP, "new_group", "v", nf(e[1]), create=True)
+    assert lib.user_get(APP, "new_group", "v")[0].user_info == ""
+    h = lib.face_update(APP, "new_group", "u", nf(e[2]), create=True)  # an existing user: replaced
+    assert [x.face_token for x in lib.face_list(APP, "new_group", "u")] == [h.face_token]
+    assert lib.user_get(APP, "new_group", "u")[0].user_info == "first"
+    fails(lib, 223105, lib.face_update, APP, "new_group", "u", nf(e[1], g.face_token), create=True)
+    (m,) = lib.identify(APP, ["new_group"], e[2])
+    assert (m.user_id, m.face_token) == ("u", h.face_token)
+    assert lib.stats()["groups"][f"{APP}/new_group"] == 2
+    assert lib.verify().ok
+
+
 def test_ids_that_prefix_each_other_stay_apart(lib: FaceLibrary) -> None:
     """Keys are prefix-ordered: group "g" must not reach into "g1" or "g_1", user "u" not "u1"."""
     rng = np.random.default_rng(39)
