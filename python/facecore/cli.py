@@ -1,5 +1,5 @@
 """The `facecore` command line: bulk import, re-index after a model change, library statistics,
-API keys.
+API keys, backup, restore and verify (docs/operations.md).
 
 Detection runs in worker processes (spawned, one single-threaded Engine each); the main process is
 the only writer to the FaceLibrary, because RocksDB is opened by one process at a time. docs/import.md
@@ -535,6 +535,106 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- backup, restore, verify
+
+ADMIN_TIMEOUT = 24 * 3600.0  # a backup or verify of a large library runs for minutes, not a day
+
+
+def _through_server(data: Path, request: dict[str, object]) -> dict[str, Any] | None:
+    """A running server's answer over its admin socket; None when no server listens there."""
+    from facecore.backup import server_listens
+    from facecore.keys import ADMIN_SOCKET, admin_call
+
+    if not server_listens(data):
+        return None
+    try:
+        return admin_call(data / ADMIN_SOCKET, request, ADMIN_TIMEOUT)
+    except (OSError, ValueError) as e:  # it listened a moment ago: say so, do not open the store
+        raise SystemExit(f"error: the server on {data} did not answer: {e}") from None
+
+
+def _answered(answer: dict[str, Any]) -> Any:
+    if not answer.get("ok"):
+        raise SystemExit(f"error: {answer.get('error')}")
+    return answer["result"]
+
+
+def _show_report(report: dict[str, Any], as_json: bool) -> None:
+    from facecore.backup import iter_report
+
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in iter_report(report):
+            print(line)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """An online backup through a running server's admin socket, or of a data directory that no
+    process holds."""
+    from facecore.backup import BackupError, backup_offline
+
+    data, dest = Path(args.data), Path(args.dest).absolute()  # the server resolves nothing
+    answer = _through_server(data, {"op": "backup", "dest": str(dest)})
+    if answer is not None:
+        manifest = _answered(answer)
+    else:
+        try:
+            manifest = backup_offline(data, dest)
+        except BackupError as e:
+            raise SystemExit(f"error: {e}") from None
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _verify_here(data: Path, repair: bool) -> dict[str, Any]:
+    """Open the library of a data directory no process holds and verify it."""
+    from facecore.library import STORE_DIR, FaceLibrary
+
+    if not (data / STORE_DIR).is_dir():
+        raise SystemExit(f"error: {data} holds no face library ({STORE_DIR}/ is missing)")
+    try:
+        lib = FaceLibrary(data)
+    except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for a held lock)
+        raise SystemExit(f"error: cannot open the library in {data} ({e})") from None
+    try:
+        lib.wait_deletions()  # groups left being deleted: gone before the check, not skipped
+        report: dict[str, Any] = lib.verify(repair).as_dict()
+    finally:
+        lib.close()
+    return report
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check (and with --repair fix) the library; exit 1 while problems remain."""
+    data = Path(args.data)
+    answer = _through_server(data, {"op": "verify", "repair": args.repair})
+    report = _answered(answer) if answer is not None else _verify_here(data, args.repair)
+    _show_report(report, args.json)
+    return 0 if report["ok"] else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup into a data directory no process holds, then verify it."""
+    from facecore.backup import BackupError, counts_match, restore
+
+    data = Path(args.data)
+    try:
+        manifest = restore(Path(args.src), data, force=args.force)
+    except BackupError as e:
+        raise SystemExit(f"error: {e}") from None
+    report = _verify_here(data, repair=False)
+    report["matches_manifest"] = counts_match(manifest, report["counts"])
+    report["backup"] = {k: manifest[k] for k in ("created", "facecore_version", "library")}
+    _show_report(report, args.json)
+    if not args.json:
+        print(
+            f"restored the backup of {manifest['created']} into {data}"
+            + ("" if report["matches_manifest"] else "; its counts differ from the manifest's")
+        )
+    return 0 if report["ok"] and report["matches_manifest"] else 1
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
@@ -607,6 +707,31 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("api_key")
     common(k, workers=False)
     s.set_defaults(func=cmd_keys)
+
+    s = sub.add_parser(
+        "backup",
+        help="copy the library and the keys into DEST, online through a running server",
+    )
+    s.add_argument("dest", help="the backup directory to create (it must not exist)")
+    common(s, workers=False)
+    s.set_defaults(func=cmd_backup)
+
+    s = sub.add_parser(
+        "restore", help="restore a backup into a data directory no server holds, then verify it"
+    )
+    s.add_argument("src", help="a directory made by `facecore backup`")
+    s.add_argument("--force", action="store_true", help="replace the stores already in --data")
+    s.add_argument("--json", action="store_true", help="print the verify report as JSON")
+    common(s, workers=False)
+    s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser(
+        "verify", help="check every record and group index; exit 1 while problems remain"
+    )
+    s.add_argument("--repair", action="store_true", help="fix what can be fixed, then check again")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    common(s, workers=False)
+    s.set_defaults(func=cmd_verify)
     return p
 
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from facecore.errors import FaceCoreError, InvalidArgument, UnknownId
 from facecore.library import check_appid, iter_prefix
@@ -116,6 +116,11 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint(self, path: str | Path) -> None:
+        """An online, consistent copy of the store in `path` (which must not exist), through
+        RocksDB's checkpoint (facecore.backup)."""
+        Checkpoint(self._db).create_checkpoint(str(path))
 
     # ------------------------------------------------------------------ keys
 

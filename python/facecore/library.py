@@ -22,6 +22,9 @@ Key layout (docs/storage.md): all keys are UTF-8, fields separated by "/", which
 On open, each group's index is rebuilt from its R/ keys, or loaded from `indexes/` when the saved
 snapshot provably matches the store: the snapshot records RocksDB's latest sequence number at save
 time, and any write after it changes that number.
+
+`verify` checks every record against the others and each index against its rows, and repairs
+what it safely can; `checkpoint` is the online copy a backup is made of (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 import numpy as np
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from facecore.errors import FaceCoreError, InvalidArgument
 from facecore.score import score_to_similarity, similarity_to_score
@@ -53,6 +56,8 @@ MAX_GROUPS_PER_SEARCH = 10
 _FACE = struct.Struct("<qq4f")  # F/ value: row, ctime, box
 _ROW = struct.Struct("<q")  # T/ value head: row (then the user id)
 _SNAPSHOT_FORMAT = 1
+STORE_DIR = "rocksdb"  # the RocksDB store inside the library's directory
+INDEX_DIR = "indexes"  # the index snapshot beside it (INDEX_DIR + ".tmp" while being written)
 
 
 @dataclass(frozen=True)
@@ -334,7 +339,7 @@ class FaceLibrary:
         self.token_seconds = token_days * 86400
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
-        self._db = Rdict(str(self.path / "rocksdb"), opts)
+        self._db = Rdict(str(self.path / STORE_DIR), opts)
         self._wopts = WriteOptions()
         self._wopts.sync = sync_writes  # False: survives a process kill, not a power cut
         self._groups: dict[tuple[str, str], _Group] = {}
@@ -397,7 +402,7 @@ class FaceLibrary:
         g.next_row = max(g.next_row, rows[-1] + 1)
 
     def _snapshot_dir(self) -> Path:
-        return self.path / "indexes"
+        return self.path / INDEX_DIR
 
     def _load_snapshot(self) -> None:
         d = self._snapshot_dir()
@@ -426,7 +431,7 @@ class FaceLibrary:
 
     def _save_snapshot(self) -> None:
         d = self._snapshot_dir()
-        tmp = self.path / "indexes.tmp"
+        tmp = self.path / f"{INDEX_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         entries = []
@@ -1177,7 +1182,15 @@ class FaceLibrary:
         }
         return {"faces": sum(groups.values()), "groups": groups}
 
-    # ------------------------------------------------------------------ verify
+    # ------------------------------------------------------------------ verify and backup
+
+    def checkpoint(self, path: str | Path) -> None:
+        """An online copy of the store in `path` (which must not exist), through RocksDB's
+        checkpoint: its immutable files hard-linked, the rest copied, no reader or writer
+        stopped. Every write acknowledged before the call is in it; one running meanwhile is in
+        it whole or not at all (one write batch per operation). The index snapshot is not: the
+        copy rebuilds its indexes when first opened."""
+        Checkpoint(self._db).create_checkpoint(str(path))
 
     def verify(self, repair: bool = False) -> VerifyReport:
         """Check every record against the others and every group's index against its rows
@@ -1277,33 +1290,34 @@ class FaceLibrary:
         them again under the lock, where nothing races; then the index, under the lock."""
         screen = _Findings(False)
         counts = self._check_records(appid, group, screen)
-        rows_changed = False
+        confirmed = _Findings(fix)
         with g.lock:
             if g.deleting:
                 return None
             if screen.problems:
-                confirmed = _Findings(fix)
                 counts = self._check_records(appid, group, confirmed)
                 found.merge(confirmed)
-                rows_changed = confirmed.rows_changed
-                if fix:
-                    confirmed.flush(self)
-            rows = sorted(
-                row
-                for key, _ in self._iter_prefix(f"R/{appid}/{group}/".encode())
-                if (row := _row_of(key.rsplit(b"/", 1)[1])) is not None
-            )
-            stale = False
-            if len(g.index) != len(rows) or g.faces != len(rows):
-                found.add("index_size", f"{appid}/{group}".encode())
+            # The index against the rows as they are, so that a repair reports what verify does.
+            rows, missing, last = 0, 0, -1
+            for key, _ in self._iter_prefix(f"R/{appid}/{group}/".encode()):
+                row = _row_of(key.rsplit(b"/", 1)[1])
+                if row is not None:
+                    rows, last = rows + 1, row  # in key order: ascending
+                    missing += row not in g.index
+            name = f"{appid}/{group}".encode()
+            stale = True
+            if len(g.index) != rows or g.faces != rows:
+                found.add("index_size", name)
+            elif missing:  # as many, but not the same
+                found.add("index_rows", name)
+            else:
+                stale = False
+            if g.next_row <= last:
+                found.add("next_row", name)
                 stale = True
-            elif any(r not in g.index for r in rows):  # same size, all there: the same rows
-                found.add("index_rows", f"{appid}/{group}".encode())
-                stale = True
-            if rows and g.next_row <= rows[-1]:
-                found.add("next_row", f"{appid}/{group}".encode())
-                stale = True
-            if fix and (stale or rows_changed):
+            if fix:
+                confirmed.flush(self)
+            if fix and (stale or confirmed.rows_changed):
                 fresh = self._rebuild(appid, group)
                 g.index, g.faces = fresh.index, fresh.faces
                 g.next_row = max(g.next_row, fresh.next_row)

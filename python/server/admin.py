@@ -1,8 +1,10 @@
-"""The admin socket: `facecore keys` reaches a running server's key store through it.
+"""The admin socket: `facecore keys`, `backup` and `verify` reach a running server's stores
+through it (the server holds them: RocksDB admits one process at a time).
 
 A Unix socket in the data directory, mode 0600: only the user the server runs as (and root) can
 connect, which is the same set of users that could open the data directory itself. One JSON
-request per line, one JSON answer per line (facecore.keys.administer).
+request per line, one JSON answer per line (facecore.keys.administer for the keys,
+facecore.backup.administer for backup and verify).
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import socket
 from pathlib import Path
 
 import anyio.to_thread
+from facecore import backup
 from facecore.keys import KeyStore, administer
+from facecore.library import FaceLibrary
 
 log = logging.getLogger("facecore.server")
 _MAX_LINE = 64 * 1024
 _UNIX_PATH_MAX = 107
 
 
-async def serve(store: KeyStore, path: Path) -> asyncio.AbstractServer | None:
+async def serve(
+    store: KeyStore, path: Path, library: FaceLibrary | None = None
+) -> asyncio.AbstractServer | None:
     """Listen on `path` (a stale socket left by a killed server is replaced). None when the path
-    is too long for a Unix socket; the server then runs without one."""
+    is too long for a Unix socket; the server then runs without one. Without `library`, only the
+    key requests are served."""
     path = path.absolute()
     if len(os.fsencode(path)) > _UNIX_PATH_MAX:
         log.warning("admin socket disabled: %s is longer than a Unix socket path may be", path)
@@ -45,7 +52,11 @@ async def serve(store: KeyStore, path: Path) -> asyncio.AbstractServer | None:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("the request must be a JSON object")  # noqa: TRY004 (one answer)
-            answer = await anyio.to_thread.run_sync(administer, store, request)
+            if library is not None and request.get("op") in backup.LIBRARY_OPS:
+                # A worker thread: a backup or a verify of a large library takes a while.
+                answer = await anyio.to_thread.run_sync(backup.administer, library, store, request)
+            else:
+                answer = await anyio.to_thread.run_sync(administer, store, request)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
             answer = {"ok": False, "error": f"bad admin request ({type(e).__name__})"}
         if answer.get("ok"):

@@ -571,7 +571,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(server.warm_up)
-        admin_server = await admin.serve(server.keys, socket_path)
+        admin_server = await admin.serve(server.keys, socket_path, server.library)
         if settings.auth == "off" and settings.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning(
                 "--auth off on %s: any client that reaches port %d can read and change any "
