@@ -222,6 +222,8 @@ def decode_base64(text: str) -> bytes:
     if not data or _NOT_B64.search(data) or "=" in data.rstrip(b"=").decode():
         raise ApiError(222013, "image is not valid base64", "image")
     data = data.rstrip(b"=")
+    if not data:  # "====": padding alone encodes nothing
+        raise ApiError(222013, "image is not valid base64 (no data, only padding)", "image")
     if len(data) % 4 == 1:
         raise ApiError(222013, "image is not valid base64 (truncated)", "image")
     try:

@@ -291,6 +291,13 @@ CASES = [
         lambda lib: [{"image": "ab=cd", "image_type": "BASE64"}, image(FACE_A)],
         222013,
     ),
+    Case("b64-padding-only", "face/detect", {"image": "====", "image_type": "BASE64"}, 222013),
+    Case(
+        "b64-prefix-only",
+        "face/detect",
+        {"image": "data:image/jpeg;base64,==", "image_type": "BASE64"},
+        222013,
+    ),
     Case("image-number", "face/add", {"image": 123, "image_type": "BASE64", **STORE}, 222013),
     Case("image-list", "face/detect", {"image": ["abcd"], "image_type": "BASE64"}, 222013),
     # 222014: appid
@@ -787,3 +794,30 @@ def test_long_bad_values_are_not_echoed(server: Client) -> None:
     assert env["error_code"] == 222014 and len(env["error_detail"]) < 200
     env = server.post("user/list", {"group_id": "g" * 5000})
     assert env["error_code"] == 222006 and len(env["error_detail"]) < 200
+
+
+@pytest.mark.parametrize(
+    ("route", "raw", "code"),
+    [
+        ("group/list", b'{"start": 1e400}', 222002),
+        ("group/list", b'{"length": -1e400}', 222003),
+        ("group/list", b'{"start": ' + b"9" * 5000 + b"}", 222002),
+        ("face/detect", b'{"image": "x", "image_type": "BASE64", "max_face_num": 1e999}', 222016),
+        ("face/identify", b'{"group_id_list": "g1", "match_threshold": 1e400}', 222001),
+    ],
+)
+def test_numbers_beyond_a_double_get_their_parameters_code(
+    server: Client, route: str, raw: bytes, code: int
+) -> None:
+    """1e400 is valid JSON (RFC 8259 sets no range): the parameter's own format error, not
+    "the body is not JSON"."""
+    r = post(server, route, content=raw)
+    expect(r, code)
+    assert "not valid JSON" not in r.json()["error_detail"]
+
+
+@pytest.mark.parametrize("raw", [b'{"start": NaN}', b'{"start": Infinity}', b'{"start": 1e400'])
+def test_not_json_stays_not_json(server: Client, raw: bytes) -> None:
+    r = post(server, "group/list", content=raw)
+    expect(r, 222001)
+    assert "not valid JSON" in r.json()["error_detail"]
