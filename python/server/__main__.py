@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from facecore_server.app import create_app
+from facecore_server.app import StartupError, create_app
 from facecore_server.settings import Settings
 
 
@@ -32,8 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
     # that was installed before it started: a no-op one here, so the process exits with 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        app = create_app(settings)
+    except StartupError as e:
+        print(f"facecore-server: {e}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -1,9 +1,13 @@
-"""Admission: model-bound work runs on a fixed pool of worker threads behind a bounded queue.
+"""Admission: every request body is admitted before it is read, and model-bound work runs on a fixed
+pool of worker threads behind a bounded queue.
 
-A request waits for a worker at most `max_wait` seconds, and only when fewer than `max_queue`
-requests are already waiting; otherwise it is answered 222901 (system busy) at once. Under any load
-a request therefore either starts within `max_wait` or is refused quickly, instead of timing out in
-a queue that only grows.
+A request is admitted (`enter`) from its headers alone, before one byte of its body is read: it
+reserves its declared Content-Length (the body limit when it declares none) from a budget of body
+bytes held at once, and, for model routes, a place in the queue. When either is exhausted it is
+answered 222901 (system busy) at once, so a flood of large bodies is refused in microseconds and
+never read into memory. Admitted model work then waits for a worker at most `max_wait` seconds.
+Under any load a request therefore either starts within `max_wait` of its body arriving or is
+refused quickly, and the bodies held by the server never exceed `max_bytes`.
 """
 
 from __future__ import annotations
@@ -18,20 +22,69 @@ from facecore_server.errors import BUSY, ApiError
 T = TypeVar("T")
 
 
+class Ticket:
+    """One admitted request: its reserved body bytes and, for model work, its queue place. Given
+    back exactly once (`close`), whatever happens to the request."""
+
+    def __init__(self, gate: Admission, reserved: int, queued: bool) -> None:
+        self._gate, self.reserved, self.queued = gate, reserved, queued
+        self._open = True
+
+    def shrink(self, size: int) -> None:
+        """The body is read and is `size` bytes: give back what was reserved beyond it."""
+        if self._open and size < self.reserved:
+            self._gate.bytes -= self.reserved - size
+            self.reserved = size
+
+    def leave_queue(self) -> None:
+        if self._open and self.queued:
+            self._gate.waiting -= 1
+            self.queued = False
+
+    def close(self) -> None:
+        if self._open:
+            self.leave_queue()
+            self._gate.bytes -= self.reserved
+            self._open = False
+
+    def __enter__(self) -> Ticket:  # noqa: PYI034 (final in practice)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Admission:
-    def __init__(self, workers: int, max_queue: int, max_wait: float) -> None:
+    """Single-threaded use from the event loop (counters without locks), work on the pool."""
+
+    def __init__(self, workers: int, max_queue: int, max_wait: float, max_bytes: int) -> None:
         self.workers = workers
         self.max_queue = max_queue
         self.max_wait = max_wait
-        self.waiting = 0
+        self.max_bytes = max_bytes
+        self.waiting = 0  # admitted model requests not yet on a worker
         self.running = 0
+        self.bytes = 0  # body bytes reserved by admitted requests
         self._slots = asyncio.Semaphore(workers)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="facecore")
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self.waiting >= self.max_queue:
+    def enter(self, size: int, model: bool) -> Ticket:
+        """Admit a request whose body is at most `size` bytes, or refuse it with 222901 now."""
+        if model and self.waiting >= self.max_queue:
             raise ApiError(BUSY, f"{self.waiting} requests are already queued; try again shortly")
-        self.waiting += 1
+        if self.bytes + size > self.max_bytes:
+            raise ApiError(
+                BUSY,
+                f"{self.bytes} bytes of request bodies are already held (limit {self.max_bytes}); "
+                "try again shortly",
+            )
+        self.bytes += size
+        if model:
+            self.waiting += 1
+        return Ticket(self, size, model)
+
+    async def run(self, ticket: Ticket, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on a worker once one is free (at most `max_wait` seconds from now)."""
         try:
             await asyncio.wait_for(self._slots.acquire(), self.max_wait)
         except TimeoutError:
@@ -39,7 +92,7 @@ class Admission:
                 BUSY, f"no worker became free within {self.max_wait:g} s; try again shortly"
             ) from None
         finally:
-            self.waiting -= 1
+            ticket.leave_queue()
         self.running += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

@@ -9,10 +9,12 @@ threads. Nothing blocking runs on the event loop.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -26,7 +28,7 @@ from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
 from facecore.library import FaceLibrary, check_appid
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore_server import admin, openapi
-from facecore_server.admission import Admission
+from facecore_server.admission import Admission, Ticket
 from facecore_server.auth import (
     NO_PERMISSION,
     RATE_LIMITED,
@@ -37,6 +39,7 @@ from facecore_server.auth import (
 )
 from facecore_server.errors import (
     BUSY,
+    MISSING,
     SYSTEM_ERROR,
     UNSUPPORTED_METHOD,
     ApiError,
@@ -58,9 +61,10 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 access_log = logging.getLogger("facecore.access")
 log = logging.getLogger("facecore.server")
@@ -71,6 +75,44 @@ class ORJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class StartupError(Exception):
+    """The server cannot start, for a reason one line tells the operator (facecore-server prints
+    it and exits 2 instead of a traceback)."""
+
+
+def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
+    """The face library and the key store under --data, or StartupError saying why not."""
+    data = settings.data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        library = FaceLibrary(
+            data,
+            token_capacity=settings.token_capacity,
+            token_days=settings.token_days,
+            sync_writes=settings.sync_writes,
+            threads=settings.threads,
+        )
+    except Exception as e:
+        raise StartupError(_store_problem(data, e)) from e
+    try:
+        return library, KeyStore(data / STORE_DIR, settings.access_token_seconds)
+    except Exception as e:
+        library.close()
+        raise StartupError(_store_problem(data, e)) from e
+
+
+def _store_problem(data: Path, e: Exception) -> str:
+    text = str(e)
+    if "lock" in text.lower() and ("LOCK" in text or "lock hold" in text):
+        return (
+            f"the data directory {data} is in use by another FaceCore process (its RocksDB lock "
+            "is held): stop that server, or give this one its own --data"
+        )
+    if isinstance(e, PermissionError) or "Permission denied" in text or "Read-only" in text:
+        return f"the data directory {data} is not writable ({text.strip()}): --data must be"
+    return f"the data directory {data} cannot be opened: {type(e).__name__}: {text.strip()}"
 
 
 class LogIds:
@@ -86,28 +128,59 @@ class LogIds:
             return self._last
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def body_size(request: Request, limit: int) -> int:
+    """The most bytes the request's body can be, from its headers alone (before any is read):
+    its Content-Length, or `limit` for a chunked body; 222013 over the limit."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is None:
+        return limit
+    if not (declared.isascii() and declared.isdigit()):
+        raise ApiError(222001, f"Content-Length {declared[:32]!r} is not a byte count")
+    if int(declared) > limit:
         raise ApiError(222013, f"the request body is {declared} bytes; the limit is {limit}")
+    return int(declared)
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The whole body, at most `limit` bytes, arriving within `timeout` seconds (a client that
+    trickles its body cannot hold its admitted bytes for long). Raises ClientDisconnect when the
+    client hangs up first."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(222013, f"the request body is over the {limit}-byte limit")
-        chunks.append(chunk)
+    with anyio.move_on_after(timeout) as waited:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(222013, f"the request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+    if waited.cancelled_caught:
+        raise ApiError(222001, f"the request body did not arrive within {timeout:g} s")
     return b"".join(chunks)
+
+
+def _json(raw: bytes) -> Any:
+    """orjson, or the standard library for the valid JSON orjson refuses: a number beyond a
+    double's range (1e400 is a number; the parameter's own check then refuses it with its code)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        if "number is infinity" not in str(e):
+            raise ApiError(222001, f"the request body is not valid JSON ({e})") from None
+
+    def constant(name: str) -> Any:  # NaN and Infinity are not JSON
+        raise ValueError(f"{name} is not a JSON value")
+
+    def integer(text: str) -> int | float:  # past int()'s digit limit, a float (inf) too
+        return int(text) if len(text) < 4300 else float(text)
+
+    try:
+        return json.loads(raw, parse_constant=constant, parse_int=integer)
+    except ValueError as e:  # JSONDecodeError, too many digits, a constant
+        raise ApiError(222001, f"the request body is not valid JSON ({e})") from None
 
 
 def parse_body(raw: bytes, counts: tuple[int, ...] = ()) -> Any:
     """The JSON body: an object, or for `counts` an array of that many objects."""
-    if not raw.strip():
-        body: Any = {}
-    else:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise ApiError(222001, f"the request body is not valid JSON ({e})") from None
+    body: Any = _json(raw) if raw.strip() else {}
     if counts:
         wanted = " or ".join(str(n) for n in counts)
         if not isinstance(body, list) or len(body) not in counts:
@@ -128,7 +201,9 @@ class Server:
         self.ids = LogIds()
         self.metrics = Metrics()
         workers = settings.workers or facecore.hardware_threads()
-        self.admission = Admission(workers, settings.max_queue, settings.queue_timeout)
+        self.admission = Admission(
+            workers, settings.max_queue, settings.queue_timeout, settings.max_inflight_bytes
+        )
         self.inner = OnnxRuntimeBackend(settings.models_dir, threads=settings.model_threads)
         backend = BatchingBackend(
             self.inner,
@@ -138,15 +213,7 @@ class Server:
             on_run=self.metrics.on_model_run,
         )
         self.engine = Engine(backend=backend, min_face=settings.min_face)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.library = FaceLibrary(
-            settings.data_dir,
-            token_capacity=settings.token_capacity,
-            token_days=settings.token_days,
-            sync_writes=settings.sync_writes,
-            threads=settings.threads,
-        )
-        self.keys = KeyStore(settings.data_dir / STORE_DIR, settings.access_token_seconds)
+        self.library, self.keys = _open_stores(settings)
         self.auth = Auth(
             self.keys,
             settings.auth == "required",
@@ -213,6 +280,8 @@ class Server:
             "score": "0-100, 80 = false accept rate 1e-4 (docs/accuracy.md)",
             "limits": {
                 "max_body_bytes": s.max_body,
+                "max_inflight_bytes": s.max_inflight_bytes,
+                "body_timeout_s": s.body_timeout,
                 "max_pixels": s.max_pixels,
                 "max_face_num": 10,
                 "min_face_px": s.min_face,
@@ -321,6 +390,10 @@ class Server:
     ) -> Response:
         """The answer for an exception: its code when it carries one (ApiError, the library's
         errors), else 222302 with the traceback logged under the log_id. Never a 500."""
+        if isinstance(e, ClientDisconnect):  # nothing can be answered; not the server's fault
+            log.info("log_id %d: the client closed the connection before its body arrived", log_id)
+            self.record(request, route, log_id, started, "closed", None, 499, appid)
+            return Response(status_code=499)
         if isinstance(e, FaceCoreError) and e.code is not None:
             code, detail = e.code, str(e)
         else:
@@ -359,21 +432,34 @@ class Server:
         sessioncode path)."""
         fn = getattr(self.service, op.handler)
 
+        def call(appid: str, raw: bytes) -> Any:  # on a worker thread: parsing is work too
+            return fn(appid, parse_body(raw, op.counts))
+
         async def handle(request: Request) -> Response:
             log_id, started = self.ids.next(), time.perf_counter()
             appid = None
             try:
                 appid = await self.appid(request)
-                body = parse_body(await read_body(request, self.settings.max_body), op.counts)
-                if op.model:
-                    result = await self.admission.run(fn, appid, body)
-                else:
-                    result = await anyio.to_thread.run_sync(fn, appid, body)
+                with self.admit(request, op.model) as ticket:
+                    raw = await self.body(request, ticket)
+                    if op.model:
+                        result = await self.admission.run(ticket, call, appid, raw)
+                    else:
+                        result = await anyio.to_thread.run_sync(call, appid, raw)
             except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
                 return self.failure(request, op.path, log_id, started, e, appid=appid, h5=h5)
             return self.answer(request, op.path, log_id, started, 0, result, appid=appid, h5=h5)
 
         return handle
+
+    def admit(self, request: Request, model: bool, limit: int | None = None) -> Ticket:
+        """Admission from the headers alone, before the body is read (222901 at once when full)."""
+        return self.admission.enter(body_size(request, limit or self.settings.max_body), model)
+
+    async def body(self, request: Request, ticket: Ticket) -> bytes:
+        raw = await read_body(request, ticket.reserved, self.settings.body_timeout)
+        ticket.shrink(len(raw))
+        return raw
 
     async def token(self, request: Request) -> Response:
         """GET or POST /oauth/2.0/token?grant_type=client_credentials&client_id=<API key>
@@ -394,8 +480,11 @@ class Server:
             "application/x-www-form-urlencoded"
         ):
             try:
-                form = await read_form(request, await read_body(request, 8192), max_files=0)
+                with self.admit(request, False, 8192) as ticket:
+                    form = await read_form(request, await self.body(request, ticket), max_files=0)
             except ApiError as e:
+                if e.code == BUSY:
+                    return oauth(503, "temporarily_unavailable", str(e), **{"Retry-After": "1"})
                 return oauth(400, "invalid_request", str(e))
             params.update({k: v for k, v in form.items() if isinstance(v, str)})
             await form.close()
@@ -434,12 +523,46 @@ class Server:
         appid = None
         try:
             appid = await self.auth.caller(request)
-            raw = await read_body(request, self.settings.max_body)
-            session_id, video = await _video_fields(request, raw, self.settings.max_body)
-            result = await self.admission.run(self.service.video_liveness, session_id, video, appid)
+            with self.admit(request, True) as ticket:
+                raw = await self.body(request, ticket)
+                session_id, video = await _video_fields(request, raw, self.settings.max_body)
+                result = await self.admission.run(
+                    ticket, self.service.video_liveness, session_id, video, appid
+                )
         except Exception as e:  # noqa: BLE001 (failure() logs it; never a 500)
             return self.failure(request, route, log_id, started, e, appid=appid, h5=True)
         return self.answer(request, route, log_id, started, 0, result, appid=appid, h5=True)
+
+
+class FramingGuard:
+    """Refuses, before any route sees it, a request whose body framing is ambiguous: both
+    Content-Length and Transfer-Encoding, or two Content-Lengths. A proxy in front that reads the
+    other header would see another request boundary than we do (request smuggling); RFC 9112 6.3
+    says to treat it as an error and close the connection. HTTP 400, the v3 envelope (222001)."""
+
+    def __init__(self, app: ASGIApp, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = [name.lower() for name, _ in scope["headers"]]
+            lengths = names.count(b"content-length")
+            if lengths > 1 or (lengths and b"transfer-encoding" in names):
+                server = self.server
+                response = server.answer(
+                    Request(scope),
+                    "unrouted",
+                    server.ids.next(),
+                    time.perf_counter(),
+                    MISSING,
+                    detail="ambiguous body framing: a request may carry one Content-Length or "
+                    "a Transfer-Encoding, not both (RFC 9112 6.3)",
+                    status=400,
+                )
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def read_form(request: Request, raw: bytes, **limits: Any) -> FormData:
@@ -591,10 +714,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={404: not_routed, 405: not_routed},
         lifespan=lifespan,
     )
+    app.add_middleware(FramingGuard, server=server)
     app.router.redirect_slashes = False  # "/face/detect/" is unknown (404 envelope), not a 307
     app.state.settings = settings
     app.state.server = server
     return app
 
 
-__all__ = ["ORJSONResponse", "Server", "create_app"]
+__all__ = ["ORJSONResponse", "Server", "StartupError", "create_app"]

@@ -30,6 +30,10 @@ class Settings:
     batch_max: int = 1
     batch_wait_ms: float = 0.0  # how long a batch waits for more (only under concurrency)
     max_body: int = 10 * 1024 * 1024
+    # Request bodies held at once, counted from their Content-Length before they are read; past it
+    # a request is answered 222901 at once (docs/api.md, Memory).
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds a request body may take to arrive
     max_pixels: int = DEFAULT_MAX_PIXELS
     url_hosts: str = ""  # comma-separated hosts image_type=URL may fetch from; empty: URL is off
     url_timeout: float = 5.0
@@ -95,6 +99,7 @@ class Settings:
             "max_queue",
             "batch_max",
             "max_body",
+            "max_inflight_bytes",
             "max_pixels",
             "min_face",
             "token_days",
@@ -105,6 +110,10 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 out.append(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_inflight_bytes < self.max_body:
+            out.append("--max-inflight-bytes must be at least --max-body (one body must fit)")
+        if self.body_timeout <= 0:
+            out.append("--body-timeout must be > 0")
         if self.queue_timeout <= 0 or self.batch_wait_ms < 0 or self.shutdown_timeout < 0:
             out.append("--queue-timeout must be > 0, --batch-wait-ms and --shutdown-timeout >= 0")
         if self.default_appid is not None and not re.fullmatch(
