@@ -36,6 +36,7 @@ from facecore.keys import ADMIN_SOCKET, KeyStore
 from facecore.keys import STORE_DIR as KEYS_DIR
 from facecore.library import INDEX_DIR, PROBLEMS, FaceLibrary, iter_prefix
 from facecore.library import STORE_DIR as LIBRARY_DIR
+from facecore.search import fsync_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -107,14 +108,6 @@ def _keys_summary(path: Path) -> dict[str, int]:
         db.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_backup(
     dest: str | Path,
     library: Callable[[Path], None],
@@ -151,9 +144,9 @@ def _write_backup(
             json.dump(manifest, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         tmp.rename(dest)
-        _fsync_dir(dest.parent)
+        fsync_path(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -255,7 +248,7 @@ def restore(src: Path, data: Path, force: bool = False) -> dict[str, Any]:
         shutil.rmtree(data / name, ignore_errors=True)
     for name in parts:
         (data / f"{name}.restoring").rename(data / name)
-    _fsync_dir(data)
+    fsync_path(data)
     return manifest
 
 

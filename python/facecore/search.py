@@ -171,7 +171,15 @@ def exact_search(
         scales = np.ascontiguousarray(scales, dtype=np.float32)
     qv, qs = _prepare_queries(kind, q)
     rows, sc = _native.search(
-        kind, [(np.ascontiguousarray(matrix), scales)], qv, qs, k, _check_threads(threads), None, None, level
+        kind,
+        [(np.ascontiguousarray(matrix), scales)],
+        qv,
+        qs,
+        k,
+        _check_threads(threads),
+        None,
+        None,
+        level,
     )
     return SearchResult(rows, sc)
 
@@ -223,8 +231,14 @@ class VectorIndex:
             raise InvalidArgument(f"kind must be 'i8', 'f16' or 'f32', got {kind!r}")
         if mode not in ("auto", "exact", "hnsw"):
             raise InvalidArgument(f"mode must be 'auto', 'exact' or 'hnsw', got {mode!r}")
-        if isinstance(hnsw_threshold, bool) or not isinstance(hnsw_threshold, (int, np.integer)) or hnsw_threshold < 1:
-            raise InvalidArgument(f"hnsw_threshold must be a positive integer, got {hnsw_threshold!r}")
+        if (
+            isinstance(hnsw_threshold, bool)
+            or not isinstance(hnsw_threshold, (int, np.integer))
+            or hnsw_threshold < 1
+        ):
+            raise InvalidArgument(
+                f"hnsw_threshold must be a positive integer, got {hnsw_threshold!r}"
+            )
         self.dim = int(dim)
         self.kind: Kind = kind
         self.mode: Mode = mode
@@ -277,7 +291,10 @@ class VectorIndex:
     def memory_bytes(self) -> int:
         """Bytes held for this index: vectors, scales, ids and id hash, live mask, HNSW graph."""
         with self._lock:
-            total = sum(c.matrix.nbytes + (c.scales.nbytes if c.scales is not None else 0) for c in self._chunks)
+            total = sum(
+                c.matrix.nbytes + (c.scales.nbytes if c.scales is not None else 0)
+                for c in self._chunks
+            )
             total += int(self._ids.memory_bytes)
             total += self._live.nbytes if self._live is not None else 0
             if self._hnsw is not None:
@@ -297,7 +314,9 @@ class VectorIndex:
         x = _as_matrix(vectors, "vectors", self.dim, [np.dtype(np.float32)])
         keys = _as_ids(ids)
         if keys.shape[0] != x.shape[0]:
-            raise InvalidArgument(f"ids has {keys.shape[0]} entries but vectors has {x.shape[0]} rows")
+            raise InvalidArgument(
+                f"ids has {keys.shape[0]} entries but vectors has {x.shape[0]} rows"
+            )
         if keys.shape[0] == 0:
             return
         codes, scales = _encode(self.kind, x, "vectors")
@@ -308,9 +327,13 @@ class VectorIndex:
                 raise InvalidArgument(str(e)) from None
             self._append(codes, scales)
             if self._live is not None:
-                self._live = np.packbits(self._live_bits(self._live, first, self._rows), bitorder="little")
+                self._live = np.packbits(
+                    self._live_bits(self._live, first, self._rows), bitorder="little"
+                )
             if self._hnsw is not None:
-                self._writable_hnsw().add(np.arange(first, self._rows, dtype=np.uint64), codes, threads=self.threads)
+                self._writable_hnsw().add(
+                    np.arange(first, self._rows, dtype=np.uint64), codes, threads=self.threads
+                )
             elif self.mode == "hnsw" or (self.mode == "auto" and len(self) >= self.hnsw_threshold):
                 self._build_hnsw()
 
@@ -354,7 +377,11 @@ class VectorIndex:
         n = codes.shape[0]
         while done < n:
             if not self._chunks or self._chunks[-1].filled == self._chunks[-1].capacity:
-                cap = _FIRST_CHUNK_ROWS if not self._chunks else min(self._chunks[-1].capacity * 2, _MAX_CHUNK_ROWS)
+                cap = (
+                    _FIRST_CHUNK_ROWS
+                    if not self._chunks
+                    else min(self._chunks[-1].capacity * 2, _MAX_CHUNK_ROWS)
+                )
                 self._chunks.append(
                     _Chunk(
                         np.empty((cap, self.dim), _KINDS[self.kind]),
@@ -364,7 +391,9 @@ class VectorIndex:
                 )
             c = self._chunks[-1]
             take = min(n - done, c.capacity - c.filled)
-            if not c.matrix.flags.writeable:  # a loaded, memory-mapped chunk is full by construction
+            if (
+                not c.matrix.flags.writeable
+            ):  # a loaded, memory-mapped chunk is full by construction
                 raise AssertionError("memory-mapped chunk unexpectedly has free rows")
             c.matrix[c.filled : c.filled + take] = codes[done : done + take]
             if c.scales is not None and scales is not None:
@@ -402,7 +431,11 @@ class VectorIndex:
     def _build_hnsw(self) -> None:
         index = self._new_hnsw()
         for c, start, keep in self._live_parts():
-            index.add((start + keep).astype(np.uint64), np.ascontiguousarray(c.matrix[keep]), threads=self.threads)
+            index.add(
+                (start + keep).astype(np.uint64),
+                np.ascontiguousarray(c.matrix[keep]),
+                threads=self.threads,
+            )
         self._hnsw = index
         self._hnsw_path = None
 
@@ -446,7 +479,10 @@ class VectorIndex:
         nthreads = self.threads if threads is None else _check_threads(threads)
         allow = None if filter is None else _as_ids(filter, "filter")
         with self._lock:  # snapshot: row data below `rows` is never rewritten
-            chunks = [(c.matrix[: c.filled], c.scales[: c.filled] if c.scales is not None else None) for c in self._chunks]
+            chunks = [
+                (c.matrix[: c.filled], c.scales[: c.filled] if c.scales is not None else None)
+                for c in self._chunks
+            ]
             live, hnsw = self._live, self._hnsw
             allow_rows = None if allow is None else self._ids.find(allow)
             total = self._rows
@@ -492,7 +528,9 @@ class VectorIndex:
             return _native.search(self.kind, chunks, qv, qs, k, threads, None, rows)
         bits = np.zeros(total, np.uint8)
         bits[rows] = 1
-        return _native.search(self.kind, chunks, qv, qs, k, threads, np.packbits(bits, bitorder="little"), None)
+        return _native.search(
+            self.kind, chunks, qv, qs, k, threads, np.packbits(bits, bitorder="little"), None
+        )
 
     def _search_hnsw(
         self,
@@ -538,11 +576,24 @@ class VectorIndex:
             with open(tmp / "vectors.npy", "wb") as f:
                 header = np.lib.format
                 header.write_array_header_1_0(
-                    f, {"descr": header.dtype_to_descr(_KINDS[self.kind]), "fortran_order": False, "shape": (self._rows, self.dim)}
+                    f,
+                    {
+                        "descr": header.dtype_to_descr(_KINDS[self.kind]),
+                        "fortran_order": False,
+                        "shape": (self._rows, self.dim),
+                    },
                 )
-                f.writelines(np.ascontiguousarray(c.matrix[: c.filled]).tobytes() for c in self._chunks)
+                f.writelines(
+                    np.ascontiguousarray(c.matrix[: c.filled]).tobytes() for c in self._chunks
+                )
             if self.kind == "i8":
-                np.save(tmp / "scales.npy", np.concatenate([c.scales[: c.filled] for c in self._chunks if c.scales is not None] or [np.empty(0, np.float32)]))
+                np.save(
+                    tmp / "scales.npy",
+                    np.concatenate(
+                        [c.scales[: c.filled] for c in self._chunks if c.scales is not None]
+                        or [np.empty(0, np.float32)]
+                    ),
+                )
             np.save(tmp / "ids.npy", self._ids.ids_at(np.arange(self._rows, dtype=np.int64)))
             if self._hnsw is not None:
                 self._hnsw.save(str(tmp / "hnsw.usearch"))
@@ -560,7 +611,7 @@ class VectorIndex:
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         for written in tmp.iterdir():
-            _fsync(written)
+            fsync_path(written)
         if target.exists():
             old = target.with_name(target.name + ".old")
             if old.exists():
@@ -597,7 +648,11 @@ class VectorIndex:
         vectors = np.load(src / "vectors.npy", mmap_mode=mode)
         scales = np.load(src / "scales.npy", mmap_mode=mode) if meta["kind"] == "i8" else None
         ids = np.load(src / "ids.npy")
-        if vectors.shape != (meta["rows"], meta["dim"]) or ids.shape != (meta["rows"],) or vectors.dtype != _KINDS[meta["kind"]]:
+        if (
+            vectors.shape != (meta["rows"], meta["dim"])
+            or ids.shape != (meta["rows"],)
+            or vectors.dtype != _KINDS[meta["kind"]]
+        ):
             raise InvalidArgument(f"{src}: saved arrays do not match meta.json")
         try:
             idx._ids.restore(ids)
@@ -619,7 +674,8 @@ class VectorIndex:
         return idx
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes a rename in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -122,6 +122,24 @@ def aip_face(url: str, api_key: str, secret_key: str) -> Any:
     return client
 
 
+def server_command(data: Path, port: int, *args: str) -> list[str]:
+    """`python -m facecore_server` on 127.0.0.1:`port` over `data`, one search thread."""
+    return [
+        sys.executable,
+        "-m",
+        "facecore_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data",
+        str(data),
+        "--threads",
+        "1",
+        *args,
+    ]
+
+
 def start_server(
     tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> Client:
@@ -130,20 +148,7 @@ def start_server(
     log = tmp / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "facecore_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data",
-                str(data),
-                "--threads",
-                "1",
-                *args,
-            ],
+            server_command(data, port, *args),
             env=dict(os.environ, **(env or {})),
             stdout=out,
             stderr=subprocess.STDOUT,

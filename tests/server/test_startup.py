@@ -4,32 +4,16 @@ data directory held by another FaceCore process, not writable, or not a director
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import Client, free_port, start_server, stop_server
+from live_server import Client, free_port, server_command, start_server, stop_server
 
 
 def second(data: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "facecore_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-            "--data",
-            str(data),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = server_command(data, free_port())
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
 
 
 def one_line(out: subprocess.CompletedProcess[str], says: str) -> None:
