@@ -57,8 +57,9 @@ def answer(s: socket.socket) -> tuple[int, dict[str, str], Any]:
 
 
 def exchange(client: Client, path: str, body: bytes) -> tuple[dict[str, Any], float]:
-    """POST `body`, writing it on another thread while the answer is read: a server that answers
-    before reading (admission) is timed from the headers, as a client would see it."""
+    """POST `body`, writing it on another thread while the answer is read (a server that answers
+    before reading, as admission does, may answer before the body is sent); the envelope and the
+    seconds from the headers to the answer, as a client would see them (reported, not asserted)."""
     s = connect(client)
     try:
         t0 = time.monotonic()
@@ -144,13 +145,11 @@ def test_bodies_are_admitted_before_they_are_read(tight: Client) -> None:
 def test_a_body_must_arrive_in_time(tight: Client) -> None:
     """A client that trickles its body cannot hold its admitted bytes past --body-timeout."""
     s = connect(tight)
-    t0 = time.monotonic()
     s.sendall(head(DETECT, 9_000_000) + b'{"image": "')
     status, _, env = answer(s)
     s.close()
     assert status == 200 and env["error_code"] == 222001, env
     assert "did not arrive within 2 s" in env["error_detail"]
-    assert 1.5 < time.monotonic() - t0 < 30
 
 
 @pytest.mark.parametrize(
@@ -185,7 +184,7 @@ def rss(pid: int) -> int:
 @pytest.mark.slow
 def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp_path: Path) -> None:
     """120 clients at once, each sending a 9 MB detect body (a 6-megapixel face image plus
-    padding): the server answers each 0 or 222901, refusals come quickly, and its memory grows by
+    padding): the server answers each 0 or 222901, and its memory grows by
     at most the bound of docs/api.md (Memory): --max-inflight-bytes of bodies held, plus on each
     worker four copies of a body (raw, parsed, base64 text and bytes) and 14 bytes a pixel of
     --max-pixels (the decode's 12, then the image and the detector's pyramid), plus 64 MiB of
@@ -233,8 +232,6 @@ def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp_path: Path) -> N
             sampler.join()
         codes = [env["error_code"] for env, _ in answers]
         assert set(codes) <= {0, 222901} and codes.count(0) >= 1 and codes.count(222901) >= 1
-        refusals = sorted(s for env, s in answers if env["error_code"] == 222901)
-        assert refusals[len(refusals) // 2] < 1.0, refusals  # functional, not a benchmark
         bound = inflight + workers * (4 * 10 * MIB + 14 * pixels) + 64 * MIB
         assert peak - base <= bound, ((peak - base) / MIB, bound / MIB)
     finally:
