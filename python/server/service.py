@@ -30,7 +30,7 @@ from facecore.library import FaceLibrary, NewFace, check_token
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.liveness import LivenessMissing
 from facecore.score import similarity_to_score
-from facecore.video import analyse, read_frames
+from facecore.video import Video, analyse
 from facecore_server import params as P
 from facecore_server.errors import ApiError
 from facecore_server.fetch import fetch_image
@@ -453,19 +453,21 @@ class FaceService:
                 222001, "required parameter 'video' (or video_base64) is missing", "video"
             )
         session = self._take_session(session_id, appid)
-        frames, duration = read_frames(video)
-        r = analyse(self.engine, frames, duration)
+        # Checked before any frame is decoded, then streamed: the per-frame limit is the image
+        # one (--max-pixels), capped at 1920x1080 for video (facecore.video).
+        with Video(video, self.max_pixels) as clip:
+            r = analyse(self.engine, clip)
         pics = []
-        for t in r.best(2):
+        for p in r.pictures:
             # The frame's face again, now with its embedding; its liveness was scored above.
-            found = self.engine.detect(t.image, 1, ALWAYS)
+            found = self.engine.detect(p.image, 1, ALWAYS)
             if not found:
                 continue
             face = found[0]
-            face.liveness = t.liveness
+            face.liveness = p.liveness
             assert face.embedding is not None
             self.library.token_put(session["appid"], face.token, face.embedding, face_attrs(face))
-            ok, jpeg = cv2.imencode(".jpg", t.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ok, jpeg = cv2.imencode(".jpg", p.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
                 pic = base64.b64encode(jpeg.tobytes()).decode()
                 pics.append({"face_id": face.token, "pic": pic})
@@ -478,9 +480,12 @@ class FaceService:
             "pic_list": pics,
             "analysis": {
                 "image_score": _r(r.image_score),
+                "evidence": _r(r.evidence, 4),
                 "blink": r.blink,
+                "mouth": _r(r.mouth, 4),
+                "parallax": _r(r.parallax, 4),
                 "motion_degrees": _r(r.motion_degrees, 2),
-                "frames_with_face": len(r.frames),
+                "frames_with_face": r.frames_with_face,
                 "frames_sampled": r.sampled,
                 "seconds": _r(r.duration, 2),
             },
