@@ -27,7 +27,7 @@ from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
 
 DEFAULT_MAX_PIXELS = 36_000_000  # DECISIONS.md: more than 36 megapixels is 222304
 MIN_SIDE = 16  # smaller images cannot hold a detectable face (MTCNN's smallest window is 12 px)
-PEAK_BYTES_PER_PIXEL = 12  # the most one decode holds at once (RGBA: the image, its RGBA, the canvas)
+PEAK_BYTES_PER_PIXEL = 12  # the most one decode holds at once (RGBA: image, its RGBA, canvas)
 SUPPORTED = "JPEG, PNG, BMP, WebP, TIFF, GIF"
 # Pillow format name -> the magic bytes its files start with (WebP: RIFF....WEBP, checked below).
 _MAGIC = {
