@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import socket
@@ -219,7 +220,9 @@ class KeyStore:
     def issue(self, key: KeyInfo) -> Token:
         """A new access token for a key that `check` accepted."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = int(time.time())
+        now = time.time()
+        # Exact: a token lives the expires_in it announces. (int(now) + lifetime made it up to a
+        # second shorter, so a 1 s token issued just before a second boundary was born expired.)
         expires = now + self.token_seconds
         digest = _digest(token)
         with self._lock:
@@ -227,12 +230,12 @@ class KeyStore:
             if record is None or record["revoked"] is not None:
                 raise UnknownId(f"key {key.api_key} was revoked")
             batch = WriteBatch(raw_mode=True)
-            self._drop_tokens(key.api_key, batch, keep=TOKENS_PER_KEY - 1, now=now)
+            self._drop_tokens(key.api_key, batch, keep=TOKENS_PER_KEY - 1, now=int(now))
             value = {"key": key.api_key, "appid": key.appid, "expires": expires}
             batch.put(f"t/{digest}".encode(), json.dumps(value).encode())
             batch.put(
                 f"x/{key.api_key}/{time.time_ns():016x}/{digest}".encode(),
-                struct.pack("<q", expires),
+                struct.pack("<q", math.ceil(expires)),  # whole seconds: only for pruning
             )
             self._db.write(batch, self._wopts)
         return Token(token, key.appid, self.token_seconds)

@@ -95,13 +95,19 @@ def test_tokens(store: KeyStore) -> None:
         assert store.token(garbage) == ("invalid", None)
 
 
-def test_tokens_expire(tmp_path: Path) -> None:
+def test_tokens_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token lives exactly the expires_in it announces, whatever the clock's phase: issued at
+    x.999 with a 1 s lifetime, it is valid until x+1.999 (int(now) + 1 ended it at x+1)."""
     s = KeyStore(tmp_path / "auth", token_seconds=1)
     info, _ = s.create("app_a")
-    token = s.issue(info).access_token
-    assert s.token(token) == ("valid", "app_a")
-    time.sleep(1.1)
-    assert s.token(token) == ("expired", None)
+    clock = [1_800_000_000.999]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    token = s.issue(info)
+    assert token.expires_in == 1 and s.token(token.access_token) == ("valid", "app_a")
+    clock[0] += 0.998
+    assert s.token(token.access_token) == ("valid", "app_a")
+    clock[0] += 0.002
+    assert s.token(token.access_token) == ("expired", None)
     s.close()
 
 
