@@ -3,8 +3,9 @@ table's error_msg, a non-empty error_detail, result null, a 13-digit log_id, HTT
 code 3). Wrong JSON types for each parameter. And bad requests never change the stored library.
 
 Not here: 222901 (system busy, tests/server admission tests), 222204 (URL download, needs an
-allow-listed host), 222302 (an internal error: no request reaches it on purpose), 223118 (a face
-without a quality measurement: FaceCore measures every face it detects).
+allow-listed host), 222302 (an internal error: no request reaches it on purpose; test_faults.py
+injects one), 223118 (a face without a quality measurement: FaceCore measures every face it
+detects).
 """
 
 from __future__ import annotations
@@ -628,7 +629,8 @@ def test_every_code_of_the_table_is_covered() -> None:
         if path.name == "errors.py" and path.parent.name == "server":
             continue  # the message table, not a raise
         raised |= {int(c) for c in re.findall(r"\b(22[23]\d{3})\b", text)}
-    # elsewhere: 222901 test_operations, 222204 test_url, 223120 test_liveness_routes; 222302, 223118 never
+    # elsewhere: 222901 test_operations, 222204 test_url, 223120 test_liveness_routes, 222302
+    # test_faults (an injected fault); 223118 never
     elsewhere = {222901, 222204, 222302, 223118, 223120}
     raised -= {223113, 223121, 223127}  # named in comments only: occlusion is never checked
     assert raised - elsewhere <= reached, sorted(raised - elsewhere - reached)
