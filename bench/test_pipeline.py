@@ -118,7 +118,19 @@ def test_stage(benchmark: Any, photo: np.ndarray, threads: int, stage: str) -> N
         "emotion": lambda: eng.emotion.predict(emotion_crops(photo, boxes)),
         "quality": lambda: eng.detect(photo, fields=("quality",)),
     }
-    _time(benchmark, calls[stage], threads, kind="stage", engine="facecore", stage=stage)
+    out = _time(benchmark, calls[stage], threads, kind="stage", engine="facecore", stage=stage)
+    # What was timed is also right: one face, and each stage's output of that face.
+    checks = {
+        "detect": lambda r: len(r) == 1,
+        "shape5": lambda r: r.shape == (1, 5, 2) and np.isfinite(r).all(),
+        "chip": lambda r: r.shape == (1, CHIP_SIZE, CHIP_SIZE, 3) and r.std() > 10,
+        "embed": lambda r: r.shape == (1, 128) and abs(float(np.linalg.norm(r[0])) - 1) < 1e-4,
+        "mesh": lambda r: len(r) == 1 and r.points.shape == (1, 468, 3) and r.score[0] > 0.5,
+        "age_gender": lambda r: len(r) == 1 and r[0].age is not None and r[0].gender is not None,
+        "emotion": lambda r: r.shape == (1, 7) and abs(float(r.sum()) - 1) < 1e-4,
+        "quality": lambda r: len(r) == 1 and r[0].quality is not None,
+    }
+    assert checks[stage](out), (stage, out)
 
 
 def test_lfw_accuracy(benchmark: Any) -> None:
