@@ -7,7 +7,9 @@ private ``facecore._simd_search`` extension.
 
 from __future__ import annotations
 
-from facecore.engine import Engine, Face
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from facecore.errors import (
     FaceCoreError,
     ImageTooLarge,
@@ -16,7 +18,6 @@ from facecore.errors import (
     InvalidType,
     UnknownId,
 )
-from facecore.image import decode_image
 from facecore.search import (
     SearchResult,
     VectorIndex,
@@ -27,7 +28,24 @@ from facecore.search import (
     simd_level,
 )
 
+if TYPE_CHECKING:
+    from facecore.engine import Engine, Face
+    from facecore.image import decode_image
+
 __version__ = "0.1.0"
+
+# The face pipeline (and OpenCV, ONNX Runtime) loads on first use of these names, so that
+# `import facecore.search` (a search service, a tool) does not pay for it.
+_LAZY = {"Engine": "facecore.engine", "Face": "facecore.engine", "decode_image": "facecore.image"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facecore' has no attribute {name!r}")
+
 
 __all__ = [
     "Engine",
