@@ -39,7 +39,7 @@ from facecore.engine import Engine
 from facecore.errors import FaceCoreError
 from facecore.image import decode_image
 from facecore.liveness import THRESHOLDS
-from facecore.video import Video, analyse
+from facecore.video import Video, analyse, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -143,15 +143,6 @@ def crop_to_face(engine: Engine, picture: np.ndarray) -> np.ndarray:
     return picture[int(max(0, cy - 1.1 * r)) : int(cy + 1.2 * r), int(max(0, cx - r)) : int(cx + r)]
 
 
-def encode(frames: list[np.ndarray], fps: float, path: Path) -> bytes:
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        out.write(f)
-    out.release()
-    return path.read_bytes()
-
-
 def score(engine: Engine, data: bytes) -> dict[str, Any]:
     try:
         with Video(data) as video:
@@ -223,14 +214,14 @@ def main() -> int:
                 shot = crop_to_face(engine, picture) if condition == "cropped" else picture
                 frames = film_picture(shot, motion, condition, seed=i * 100 + j)
                 name = f"attack/{src.stem}/{motion}/{condition}"
-                results[name] = score(engine, encode(frames, FPS, path))
+                results[name] = score(engine, write_video(path, frames, FPS))
             print(
                 f"{i + 1}/{len(sources)} pictures, {time.perf_counter() - t0:.0f} s",
                 file=sys.stderr,
             )
         for clip in sorted((DATA / "video").glob("*.mp4")):
             for name, frames, fps in clip_windows(clip):
-                results[f"genuine/{name}"] = score(engine, encode(frames, fps, path))
+                results[f"genuine/{name}"] = score(engine, write_video(path, frames, fps))
     attack = {k: r for k, r in results.items() if k.startswith("attack/")}
     genuine = {k: r for k, r in results.items() if k.startswith("genuine/")}
     print(f"attack videos accepted (false accepts), {len(attack)} videos:")

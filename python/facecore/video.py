@@ -38,6 +38,7 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import cv2
@@ -683,3 +684,15 @@ def analyse(engine: Engine, video: Video) -> VideoLiveness:
         sampled=video.sampled,
         duration=video.seconds,
     )
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> bytes:
+    """Encode BGR `frames` as an MPEG-4 Part 2 mp4 at `path` and return its bytes: how the tests
+    and tools/measure_video_liveness.py make the clips they send (OpenCV's own encoder, no
+    FFmpeg binary needed)."""
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        out.write(f)
+    out.release()
+    return path.read_bytes()

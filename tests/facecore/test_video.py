@@ -25,6 +25,7 @@ from facecore.video import (
     eye_ratio,
     mouth_ratio,
     nonplanar,
+    write_video,
 )
 
 from tests.conftest import SHARED_DATA
@@ -32,15 +33,6 @@ from tests.conftest import SHARED_DATA
 REAL = SHARED_DATA / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
 PHOTO = SHARED_DATA / "lfw" / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"
 LOWEST = min(THRESHOLDS.values())
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> bytes:
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        out.write(f)
-    out.release()
-    return path.read_bytes()
 
 
 def film(picture: np.ndarray, seconds: float, pose: object, fps: float = 25.0) -> list[np.ndarray]:

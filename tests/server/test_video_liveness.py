@@ -15,19 +15,11 @@ import numpy as np
 import pytest
 from facecore import decode_image
 from facecore.liveness import THRESHOLDS
+from facecore.video import write_video
 from live_server import SHARED, Client, lfw
 
 VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
 LOWEST = min(THRESHOLDS.values())
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float) -> bytes:
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-    for f in frames:
-        out.write(f)
-    out.release()
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
