@@ -88,11 +88,10 @@ def people(n: int) -> list[tuple[str, str, str]]:
 
 
 def proc_sample(pid: int) -> dict[str, int]:
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    fields_ = {line.split(":")[0]: line.split(":")[1].split() for line in status if ":" in line}
+    status = _load.process_status(pid)
     return {
-        "rss": int(fields_["VmRSS"][0]) * 1024,
-        "threads": int(fields_["Threads"][0]),
+        "rss": status["VmRSS"],
+        "threads": status["Threads"],
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
     }
 

@@ -14,7 +14,6 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import _load
@@ -25,13 +24,6 @@ from _lfw import LFW
 CLIENTS = 120
 MIB = 1 << 20
 SIZES = {"1KB": 1_000, "9MB": 9_000_000}
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +58,11 @@ def test_flood(benchmark: Any, server: _load.ServerProcess, size: str) -> None:
     runs: list[tuple[_load.LoadResult, int]] = []
 
     def flood() -> None:
-        base, peak, done = rss(pid), [0], threading.Event()
+        base, peak, done = _load.process_status(pid)["VmRSS"], [0], threading.Event()
 
         def sample() -> None:
             while not done.wait(0.01):
-                peak[0] = max(peak[0], rss(pid))
+                peak[0] = max(peak[0], _load.process_status(pid)["VmRSS"])
 
         sampler = threading.Thread(target=sample)
         sampler.start()
