@@ -85,6 +85,7 @@ class StartupError(Exception):
 def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
     """The face library and the key store under --data, or StartupError saying why not."""
     data = settings.data_dir
+    library = None
     try:
         data.mkdir(parents=True, exist_ok=True)
         library = FaceLibrary(
@@ -94,12 +95,10 @@ def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
             sync_writes=settings.sync_writes,
             threads=settings.threads,
         )
-    except Exception as e:
-        raise StartupError(_store_problem(data, e)) from e
-    try:
         return library, KeyStore(data / STORE_DIR, settings.access_token_seconds)
-    except Exception as e:
-        library.close()
+    except Exception as e:  # RocksDB raises plain Exception; _store_problem names the cause
+        if library is not None:
+            library.close()
         raise StartupError(_store_problem(data, e)) from e
 
 
