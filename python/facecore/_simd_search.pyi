@@ -1,6 +1,5 @@
 """Type stubs for the private native module (see cpp/simd_search/bindings/_simd_search.cpp)."""
 
-
 import numpy as np
 
 def simd_level() -> str: ...
@@ -17,7 +16,9 @@ def search(
     allow_rows: np.ndarray | None,
     level: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]: ...
-def dot(kind: str, matrix: np.ndarray, queries: np.ndarray, level: str | None = None) -> np.ndarray: ...
+def dot(
+    kind: str, matrix: np.ndarray, queries: np.ndarray, level: str | None = None
+) -> np.ndarray: ...
 def quantize_i8_into(vectors: np.ndarray, out: np.ndarray, scales: np.ndarray) -> None: ...
 
 class IdMap:

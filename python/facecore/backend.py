@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facecore.errors import FaceCoreError
+from facecore.errors import ModelsMissing
 
 # In a source checkout (python/facecore/ imported in place) the repository's models/onnx.
 _SOURCE_TREE_MODELS = Path(__file__).resolve().parents[2] / "models" / "onnx"
@@ -33,10 +33,6 @@ def default_models_dir() -> Path:
     if (cwd / "manifest.json").exists():
         return cwd
     return _SOURCE_TREE_MODELS
-
-
-class ModelsMissing(FaceCoreError):
-    """The models directory or one of its files is absent (run `make models`)."""
 
 
 class Backend(Protocol):

@@ -31,7 +31,7 @@ from typing import Any
 from rocksdict import AccessType, Checkpoint, Options, Rdict
 
 import facecore
-from facecore.errors import FaceCoreError
+from facecore.errors import BackupError, FaceCoreError
 from facecore.keys import ADMIN_SOCKET, KeyStore
 from facecore.keys import STORE_DIR as KEYS_DIR
 from facecore.library import INDEX_DIR, PROBLEMS, FaceLibrary, iter_prefix
@@ -40,10 +40,6 @@ from facecore.search import fsync_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-
-
-class BackupError(FaceCoreError):
-    """A backup or restore that cannot be done as asked (the message says why)."""
 
 
 def _open_raw(path: Path, read_only: bool = False) -> Rdict:

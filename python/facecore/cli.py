@@ -25,19 +25,27 @@ from typing import IO, Any
 
 import numpy as np
 
-from facecore.errors import FaceCoreError
+from facecore.errors import (
+    BadUserInfo,
+    FaceCoreError,
+    FaceExists,
+    ImageUnreadable,
+    NoFace,
+)
 from facecore.image import face_crop
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 JOURNAL = "import"  # FaceLibrary.kv_put namespace of the import journal
-NO_FACE = 222202
-UNREADABLE = 222203
-BAD_ID = 222018
 INTERNAL = "error"  # the report's code for an unexpected exception (not journaled: retried)
 _NOT_ID = re.compile(r"[^A-Za-z0-9_]")
 
 
 # ---------------------------------------------------------------------------- ids and inputs
+
+
+def report_code(error: FaceCoreError | type[FaceCoreError]) -> int | str:
+    """An error's code in the import report: its wire code, INTERNAL when it has none."""
+    return INTERNAL if error.code is None else error.code
 
 
 def safe_user_id(name: str) -> str:
@@ -58,13 +66,13 @@ class Item:
     error: tuple[int | str, str] | None = None
 
 
-def _check_user(user_id: str) -> tuple[int, str] | None:
+def _check_user(user_id: str) -> tuple[int | str, str] | None:
     from facecore.library import check_user
 
     try:
         check_user(user_id)
     except FaceCoreError as e:
-        return (e.code or BAD_ID, str(e))
+        return (report_code(e), str(e))
     return None
 
 
@@ -72,7 +80,13 @@ def _stat(item: Item) -> Item:
     try:
         st = item.path.stat()
     except OSError as e:
-        return Item(item.rel, item.path, item.user_id, item.user_info, error=(UNREADABLE, str(e)))
+        return Item(
+            item.rel,
+            item.path,
+            item.user_id,
+            item.user_info,
+            error=(report_code(ImageUnreadable), str(e)),
+        )
     return Item(
         item.rel, item.path, item.user_id, item.user_info, st.st_size, st.st_mtime_ns, item.error
     )
@@ -116,7 +130,7 @@ def read_csv(root: Path, csv_path: Path) -> list[Item]:
             info = row[2] if len(row) > 2 and row[2] != "" else None
             error = _check_user(uid)
             if error is None and info is not None and len(info.encode("utf-8")) > 256:
-                error = (222010, "user_info is longer than 256 UTF-8 bytes")
+                error = (report_code(BadUserInfo), "user_info is longer than 256 UTF-8 bytes")
             items.append(_stat(Item(rel, root / rel, uid, info, error=error)))
     return items
 
@@ -181,9 +195,9 @@ def _detect_file(task: tuple[int, str]) -> Detected:
             data = f.read()
         image = decode_image(data)
     except OSError as e:
-        return Detected(index, [], (UNREADABLE, f"cannot read the file: {e}"))
+        return Detected(index, [], (report_code(ImageUnreadable), f"cannot read the file: {e}"))
     except FaceCoreError as e:
-        return Detected(index, [], (e.code or UNREADABLE, str(e)))
+        return Detected(index, [], (report_code(e), str(e)))
     try:
         found = engine.detect(image, max_faces=_max_faces, fields=("embedding",))
         faces = [
@@ -198,7 +212,7 @@ def _detect_file(task: tuple[int, str]) -> Detected:
     except Exception as e:  # noqa: BLE001  (one odd image must not end a long import)
         return Detected(index, [], (INTERNAL, f"{type(e).__name__}: {e}"))
     if not faces:
-        return Detected(index, [], (NO_FACE, "no face found"))
+        return Detected(index, [], (report_code(NoFace), "no face found"))
     return Detected(index, faces)  # type: ignore[arg-type]
 
 
@@ -214,7 +228,7 @@ def _embed_crop(task: tuple[int, bytes]) -> tuple[int, np.ndarray | None, str]:
         return index, None, f"{e.code}: {e}"
     found = engine.detect(image, max_faces=1, fields=("embedding",))
     if not found:
-        return index, None, f"{NO_FACE}: no face found in the stored image"
+        return index, None, f"{NoFace.code}: no face found in the stored image"
     return index, found[0].embedding, ""
 
 
@@ -288,9 +302,9 @@ class _Importer:
         outcome: dict[int, list[tuple[str, str, int | str, str]]] = {}
         for idx, (_, face, _), res in zip(owners, batch, results):
             if isinstance(res, FaceCoreError):
-                status = "skipped" if res.code == 223105 else "failed"
+                status = "skipped" if isinstance(res, FaceExists) else "failed"
                 outcome.setdefault(idx, []).append(
-                    (status, face.face_token, res.code or "", str(res))
+                    (status, face.face_token, report_code(res), str(res))
                 )
             else:
                 outcome.setdefault(idx, []).append(("imported", face.face_token, "", ""))
@@ -315,7 +329,13 @@ class _Importer:
                 self.row(item, "imported", token=tokens)
                 self.counts["faces"] += sum(s == "imported" for s, _, _, _ in faces)
             elif statuses == {"skipped"}:
-                self.row(item, "skipped", 223105, "the face is already in the group", tokens)
+                self.row(
+                    item,
+                    "skipped",
+                    report_code(FaceExists),
+                    "the face is already in the group",
+                    tokens,
+                )
             else:
                 bad = next(f for f in faces if f[0] == "failed")
                 self.row(item, "failed", bad[2], bad[3], tokens)

@@ -28,9 +28,9 @@ from facecore.attributes import EMOTIONS, HAPPY, AgeGender, Emotion, emotion_cro
 from facecore.backend import Backend, OnnxRuntimeBackend
 from facecore.detect import MtcnnDetector
 from facecore.embed import Recognizer
-from facecore.errors import InvalidArgument, InvalidType
+from facecore.errors import InvalidArgument, InvalidType, LivenessMissing
 from facecore.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
-from facecore.liveness import Liveness, LivenessMissing
+from facecore.liveness import Liveness
 from facecore.pose import head_pose
 from facecore.score import similarity_to_score
 

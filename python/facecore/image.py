@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
 
-DEFAULT_MAX_PIXELS = 36_000_000  # DECISIONS.md: more than 36 megapixels is 222304
+DEFAULT_MAX_PIXELS = 36_000_000  # DECISIONS.md: more than 36 megapixels is ImageTooLarge
 MIN_SIDE = 16  # smaller images cannot hold a detectable face (MTCNN's smallest window is 12 px)
 PEAK_BYTES_PER_PIXEL = 12  # the most one decode holds at once (RGBA: image, its RGBA, canvas)
 SUPPORTED = "JPEG, PNG, BMP, WebP, TIFF, GIF"
@@ -57,8 +57,8 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode `data` (JPEG, PNG, BMP, WebP, TIFF, GIF: first frame) to an HxWx3 BGR uint8 array,
-    rotated per EXIF orientation. Raises ImageUnreadable (222203) for anything that is not a whole
-    image of at least 16x16 pixels in one of those formats, ImageTooLarge (222304) above
+    rotated per EXIF orientation. Raises ImageUnreadable for anything that is not a whole
+    image of at least 16x16 pixels in one of those formats, ImageTooLarge above
     `max_pixels`. Peak memory: PEAK_BYTES_PER_PIXEL x pixels at most."""
     with _open(data, max_pixels) as img:
         try:

@@ -44,7 +44,30 @@ from typing import Any, Literal, TypeGuard
 import numpy as np
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
-from facecore.errors import FaceCoreError, InvalidArgument
+from facecore.errors import (
+    BadAppId,
+    BadFaceToken,
+    BadGroupId,
+    BadGroupIdList,
+    BadLength,
+    BadMatchThreshold,
+    BadMaxUserNum,
+    BadStart,
+    BadUserId,
+    BadUserInfo,
+    DstGroupNotFound,
+    FaceCoreError,
+    FaceExists,
+    FaceNotFound,
+    FaceTokenNotFound,
+    GroupDeleting,
+    GroupExists,
+    GroupNotFound,
+    InvalidArgument,
+    NoMatch,
+    TooManyGroups,
+    UserNotFound,
+)
 from facecore.score import score_to_similarity, similarity_to_score
 from facecore.search import VectorIndex
 
@@ -194,10 +217,6 @@ def _user_meta_ok(raw: bytes | None) -> bool:
     )
 
 
-def _err(code: int, message: str) -> FaceCoreError:
-    return FaceCoreError(message, code)
-
-
 def _show(value: object) -> str:
     """A rejected value for an error message: never all of a long one (it may be an image)."""
     text = repr(value)
@@ -209,13 +228,11 @@ def is_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
-def check_id(value: object, name: str, max_bytes: int, code: int) -> str:
+def check_id(value: object, name: str, max_bytes: int, error: type[FaceCoreError]) -> str:
     if not is_id(value) or len(value) > max_bytes:
-        raise _err(
-            code, f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {_show(value)}"
-        )
+        raise error(f"{name} must be 1-{max_bytes} characters of [A-Za-z0-9_], got {_show(value)}")
     if value.lower() in RESERVED:
-        raise _err(code, f"{name} {value!r} is a reserved word")
+        raise error(f"{name} {value!r} is a reserved word")
     return value
 
 
@@ -229,20 +246,20 @@ def iter_prefix(db: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 
 def check_appid(appid: object) -> str:
-    return check_id(appid, "appid", 48, 222014)
+    return check_id(appid, "appid", 48, BadAppId)
 
 
 def check_group(group_id: object) -> str:
-    return check_id(group_id, "group_id", 48, 222006)
+    return check_id(group_id, "group_id", 48, BadGroupId)
 
 
 def check_user(user_id: object) -> str:
-    return check_id(user_id, "user_id", 128, 222018)
+    return check_id(user_id, "user_id", 128, BadUserId)
 
 
 def check_token(token: object) -> str:
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise _err(222025, f"face_token must be 32 lowercase hex characters, got {_show(token)}")
+        raise BadFaceToken(f"face_token must be 32 lowercase hex characters, got {_show(token)}")
     return token
 
 
@@ -250,15 +267,15 @@ def check_user_info(user_info: object) -> str | None:
     if user_info is None:
         return None
     if not isinstance(user_info, str) or len(user_info.encode("utf-8")) > 256:
-        raise _err(222010, "user_info must be a string of at most 256 UTF-8 bytes")
+        raise BadUserInfo("user_info must be a string of at most 256 UTF-8 bytes")
     return user_info
 
 
 def check_page(start: object, length: object) -> tuple[int, int]:
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-        raise _err(222002, f"start must be an integer >= 0, got {start!r}")
+        raise BadStart(f"start must be an integer >= 0, got {start!r}")
     if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 1000:
-        raise _err(222003, f"length must be an integer in 1..1000, got {length!r}")
+        raise BadLength(f"length must be an integer in 1..1000, got {length!r}")
     return start, length
 
 
@@ -495,29 +512,33 @@ class FaceLibrary:
     def _iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         return iter_prefix(self._db, prefix)
 
-    def _group(self, appid: str, group: str, *, missing: int = 223100) -> _Group:
+    def _group(
+        self, appid: str, group: str, *, missing: type[FaceCoreError] = GroupNotFound
+    ) -> _Group:
         g = self._groups.get((appid, group))
         if g is None:
-            raise _err(missing, f"group {group!r} does not exist")
+            raise missing(f"group {group!r} does not exist")
         if g.deleting:
-            raise _err(223128, f"group {group!r} is being deleted")
+            raise GroupDeleting(f"group {group!r} is being deleted")
         return g
 
     @staticmethod
     def _still(g: _Group, group: str) -> None:
-        """After a lock-free read: 223128 if the group's deletion was marked meanwhile. Its data
+        """After a lock-free read: GroupDeleting if the group's deletion was marked meanwhile. Its data
         goes only after the mark, so a read that finds no mark afterwards saw all of it."""
         if g.deleting:
-            raise _err(223128, f"group {group!r} is being deleted")
+            raise GroupDeleting(f"group {group!r} is being deleted")
 
     @contextlib.contextmanager
-    def _writing(self, appid: str, *groups: tuple[str, int]) -> Iterator[list[_Group]]:
+    def _writing(
+        self, appid: str, *groups: tuple[str, type[FaceCoreError]]
+    ) -> Iterator[list[_Group]]:
         """The (group, code when missing) groups' states, their locks held, for a write that
         reads and changes them as one step. Missing groups are reported in argument order; locks
         are taken in (appid, group) order, the one global order, so two writers locking the same
         pair cannot deadlock; `deleting` is checked again under the lock (group_delete sets it
         under the same lock)."""
-        states = [self._group(appid, grp, missing=code) for grp, code in groups]
+        states = [self._group(appid, grp, missing=error) for grp, error in groups]
         by_name = {grp: g for (grp, _), g in zip(groups, states)}  # a group named twice: once
         with contextlib.ExitStack() as stack:
             for grp in sorted(by_name):
@@ -607,8 +628,8 @@ class FaceLibrary:
             g = self._groups.get((appid, group))
             if g is not None:
                 if g.deleting:
-                    raise _err(223128, f"group {group!r} is being deleted")
-                raise _err(223101, f"group {group!r} already exists")
+                    raise GroupDeleting(f"group {group!r} is being deleted")
+                raise GroupExists(f"group {group!r} already exists")
             batch = WriteBatch(raw_mode=True)
             self._put_group(batch, appid, group)
             self._write(batch)
@@ -627,7 +648,7 @@ class FaceLibrary:
         return names[start : start + length]
 
     def group_delete(self, appid: str, group_id: str) -> None:
-        """Mark the group deleted and remove its data in the background (223128 until done)."""
+        """Mark the group deleted and remove its data in the background (GroupDeleting until done)."""
         appid, group = check_appid(appid), check_group(group_id)
         with self._meta_lock:
             g = self._group(appid, group)
@@ -678,7 +699,7 @@ class FaceLibrary:
         face: NewFace,
         user_info: str | None = None,
     ) -> FaceInfo:
-        """Add a face; creates the group and the user when missing. 223105 if already there."""
+        """Add a face; creates the group and the user when missing. FaceExists if already there."""
         result = self.face_add_many(appid, group_id, [(user_id, face, user_info)])[0]
         if isinstance(result, FaceCoreError):
             raise result
@@ -707,7 +728,7 @@ class FaceLibrary:
                     token = check_token(face.face_token)
                     emb = self._embedding(face.embedding)
                     if token in seen or self._token_owner(appid, group, token) is not None:
-                        raise _err(223105, f"face {token} already exists in group {group!r}")
+                        raise FaceExists(f"face {token} already exists in group {group!r}")
                 except FaceCoreError as e:
                     out.append(e)
                     continue
@@ -744,7 +765,7 @@ class FaceLibrary:
         *,
         create: bool = False,
     ) -> FaceInfo:
-        """Replace all of the user's faces in the group with `face` (223103 if no such user).
+        """Replace all of the user's faces in the group with `face` (UserNotFound if no such user).
         `create` (action_type=REPLACE): a missing group or user is registered instead, in the same
         step, so two concurrent REPLACEs of a new user leave one face, not both."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
@@ -755,14 +776,17 @@ class FaceLibrary:
             if create:
                 g, new_group = stack.enter_context(self._creating(appid, group))
             else:
-                g, new_group = stack.enter_context(self._writing(appid, (group, 223100)))[0], False
+                g, new_group = (
+                    stack.enter_context(self._writing(appid, (group, GroupNotFound)))[0],
+                    False,
+                )
             ukey = f"U/{appid}/{group}/{user}"
             raw = None if new_group else self._get(ukey)
             if raw is None and not create:
-                raise _err(223103, f"user {user!r} does not exist in group {group!r}")
+                raise UserNotFound(f"user {user!r} does not exist in group {group!r}")
             owner = None if new_group else self._token_owner(appid, group, token)
             if owner is not None and owner[1] != user:
-                raise _err(223105, f"face {token} already belongs to another user of {group!r}")
+                raise FaceExists(f"face {token} already belongs to another user of {group!r}")
             now = int(time.time())
             old = self._user_faces(appid, group, user) if raw is not None else []
             batch = WriteBatch(raw_mode=True)
@@ -787,13 +811,13 @@ class FaceLibrary:
         return FaceInfo(token, now)
 
     def face_delete(self, appid: str, group_id: str, user_id: str, face_token: str) -> None:
-        """Remove one face of the user (223106 if not the user's); the last face takes the user."""
+        """Remove one face of the user (FaceNotFound if not the user's); the last face takes the user."""
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
         token = check_token(face_token)
-        with self._writing(appid, (group, 223100)) as (g,):
+        with self._writing(appid, (group, GroupNotFound)) as (g,):
             owner = self._token_owner(appid, group, token)
             if owner is None or owner[1] != user:
-                raise _err(223106, f"face {token} of user {user!r} does not exist in {group!r}")
+                raise FaceNotFound(f"face {token} of user {user!r} does not exist in {group!r}")
             row = owner[0]
             batch = WriteBatch(raw_mode=True)
             self._delete_face(batch, appid, group, user, token, row)
@@ -809,7 +833,7 @@ class FaceLibrary:
         faces = self._user_faces(appid, group, user)  # one iterator: one consistent view
         self._still(g, group)
         if not faces:
-            raise _err(223103, f"user {user!r} does not exist in group {group!r}")
+            raise UserNotFound(f"user {user!r} does not exist in group {group!r}")
         return sorted((FaceInfo(t, c) for t, _, c in faces), key=lambda f: (f.ctime, f.face_token))
 
     def face_image(self, appid: str, group_id: str, face_token: str) -> bytes | None:
@@ -842,7 +866,7 @@ class FaceLibrary:
                 meta = json.loads(raw)
                 out.append(UserInfo(group, user, meta["user_info"], meta["ctime"]))
         if not out:
-            raise _err(223103, f"user {user!r} does not exist")
+            raise UserNotFound(f"user {user!r} does not exist")
         return out
 
     def user_list(self, appid: str, group_id: str, start: int = 0, length: int = 100) -> list[str]:
@@ -861,23 +885,23 @@ class FaceLibrary:
         return out
 
     def user_copy(self, appid: str, user_id: str, src_group_id: str, dst_group_id: str) -> None:
-        """Copy the user's faces and user_info from one group to another that exists (223111).
+        """Copy the user's faces and user_info from one group to another that exists (DstGroupNotFound).
 
         All or nothing, one write batch, with both groups locked: it cannot interleave with an
         add, delete or another copy on either group. Faces the user already has in the
         destination are skipped, so copying again (or concurrently) succeeds and changes nothing
-        but user_info. A face that belongs to another user of the destination answers 223105
+        but user_info. A face that belongs to another user of the destination answers FaceExists
         (naming that user) and nothing is copied: one face cannot be two people, and a copy that
         left the user without it would answer success for a user who cannot be found by that
         face. The destination user keeps its other faces and its ctime; its user_info becomes
         the source's. Copying a user into its own group changes nothing."""
         appid, user = check_appid(appid), check_user(user_id)
         src, dst = check_group(src_group_id), check_group(dst_group_id)
-        with self._writing(appid, (src, 223100), (dst, 223111)) as (_, gd):
+        with self._writing(appid, (src, GroupNotFound), (dst, DstGroupNotFound)) as (_, gd):
             raw = self._get(f"U/{appid}/{src}/{user}")
             faces = self._user_faces(appid, src, user)
             if raw is None or not faces:
-                raise _err(223103, f"user {user!r} does not exist in group {src!r}")
+                raise UserNotFound(f"user {user!r} does not exist in group {src!r}")
             if src == dst:
                 return
             info = json.loads(raw)["user_info"]
@@ -891,8 +915,7 @@ class FaceLibrary:
                 if owner is not None and owner[1] == user:
                     continue  # already there
                 if owner is not None:
-                    raise _err(
-                        223105,
+                    raise FaceExists(
                         f"face {token} of user {user!r} already belongs to user {owner[1]!r} "
                         f"of group {dst!r}; nothing was copied",
                     )
@@ -918,10 +941,10 @@ class FaceLibrary:
 
     def user_delete(self, appid: str, group_id: str, user_id: str) -> None:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
-        with self._writing(appid, (group, 223100)) as (g,):
+        with self._writing(appid, (group, GroupNotFound)) as (g,):
             faces = self._user_faces(appid, group, user)
             if not faces:
-                raise _err(223103, f"user {user!r} does not exist in group {group!r}")
+                raise UserNotFound(f"user {user!r} does not exist in group {group!r}")
             batch = WriteBatch(raw_mode=True)
             for t, r, _ in faces:
                 self._delete_face(batch, appid, group, user, t, r)
@@ -941,7 +964,7 @@ class FaceLibrary:
         match_threshold: float = 0.0,
         max_user_num: int = 1,
     ) -> list[Match]:
-        """Users best matching `embedding` (best face per user, score descending); 222207 if none
+        """Users best matching `embedding` (best face per user, score descending); NoMatch if none
         reaches `match_threshold`."""
         result = self.identify_many(
             appid, group_ids, np.asarray(embedding)[None], user_id, match_threshold, max_user_num
@@ -962,9 +985,9 @@ class FaceLibrary:
         """identify for each row of `embeddings`, one scan per group for all of them."""
         appid = check_appid(appid)
         if isinstance(group_ids, str) or not isinstance(group_ids, Sequence) or not group_ids:
-            raise _err(222005, "group_id_list must be a non-empty list of group ids")
+            raise BadGroupIdList("group_id_list must be a non-empty list of group ids")
         if len(group_ids) > MAX_GROUPS_PER_SEARCH:
-            raise _err(223104, f"at most {MAX_GROUPS_PER_SEARCH} groups per search")
+            raise TooManyGroups(f"at most {MAX_GROUPS_PER_SEARCH} groups per search")
         groups = list(dict.fromkeys(check_group(gid) for gid in group_ids))
         user = check_user(user_id) if user_id is not None else None
         if (
@@ -972,14 +995,14 @@ class FaceLibrary:
             or isinstance(max_user_num, bool)
             or not 1 <= max_user_num <= 20
         ):
-            raise _err(222021, f"max_user_num must be an integer in 1..20, got {max_user_num!r}")
+            raise BadMaxUserNum(f"max_user_num must be an integer in 1..20, got {max_user_num!r}")
         if (
             isinstance(match_threshold, bool)
             or not isinstance(match_threshold, (int, float))
             or not 0 <= match_threshold <= 100
         ):
-            raise _err(
-                222001, f"match_threshold must be a number in 0..100, got {match_threshold!r}"
+            raise BadMatchThreshold(
+                f"match_threshold must be a number in 0..100, got {match_threshold!r}"
             )
         q = np.asarray(embeddings)
         if q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != self.dim:
@@ -1005,7 +1028,7 @@ class FaceLibrary:
                 key=lambda m: (-m.score, m.group_id, m.user_id),
             )[:max_user_num]
             if not matches:
-                out.append(_err(222207, "no user matches the face"))
+                out.append(NoMatch("no user matches the face"))
                 continue
             out.append([self._with_info(appid, m) for m in matches])
         for grp, g in states:
@@ -1130,7 +1153,7 @@ class FaceLibrary:
         value = self._db.get(f"D/{appid}/{token}".encode())
         horizon = time.time_ns() - self.token_seconds * 1_000_000_000
         if value is None or struct.unpack_from("<q", value)[0] < horizon:
-            raise _err(222209, f"face_token {token} does not exist or has expired")
+            raise FaceTokenNotFound(f"face_token {token} does not exist or has expired")
         emb = np.frombuffer(value, np.float32, self.dim, 8).copy()
         attrs: dict[str, Any] = json.loads(value[8 + 4 * self.dim :])
         return emb, attrs
@@ -1138,10 +1161,10 @@ class FaceLibrary:
     # ------------------------------------------------------------------ tools
 
     def kv_get(self, namespace: str, key: str) -> bytes | None:
-        return self._get(f"K/{check_id(namespace, 'namespace', 64, 222001)}/{key}")
+        return self._get(f"K/{check_id(namespace, 'namespace', 64, InvalidArgument)}/{key}")
 
     def kv_put(self, namespace: str, key: str, value: bytes) -> None:
-        check_id(namespace, "namespace", 64, 222001)
+        check_id(namespace, "namespace", 64, InvalidArgument)
         batch = WriteBatch(raw_mode=True)
         batch.put(f"K/{namespace}/{key}".encode(), bytes(value))
         self._write(batch)
@@ -1161,10 +1184,10 @@ class FaceLibrary:
         emb = self._embedding(embedding)
         # Under the lock with `deleting` checked: a write after the deletion's range deletes
         # would leave a row that a later group of the same name would take for its own.
-        with self._writing(appid, (group, 223100)) as (g,):
+        with self._writing(appid, (group, GroupNotFound)) as (g,):
             owner = self._token_owner(appid, group, token)
             if owner is None:
-                raise _err(223106, f"face {token} does not exist in {group!r}")
+                raise FaceNotFound(f"face {token} does not exist in {group!r}")
             row = owner[0]
             key = f"R/{appid}/{group}/{row:016x}"
             value = bytearray(self._must(key))

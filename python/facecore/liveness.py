@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from facecore.backend import Backend
-from facecore.errors import FaceCoreError
+from facecore.errors import LivenessMissing
 
 ROLES = {"liveness_v2": 2.7, "liveness_v1se": 4.0}
 SIZE = 80
@@ -21,15 +21,6 @@ REAL = 1
 # Scores under which that share of genuine LFW captures falls (tools/calibrate_liveness.py,
 # docs/liveness.md; written by its --write, do not edit by hand).
 THRESHOLDS = {"frr_1e-4": 3e-05, "frr_1e-3": 0.00024, "frr_1e-2": 0.01568}
-
-
-class LivenessMissing(FaceCoreError):
-    def __init__(self) -> None:
-        super().__init__(
-            "the liveness models are not installed: run `make models LIVENESS_MODEL_DIR=<dir>` "
-            "with the MiniFASNet ONNX files (README, Liveness)",
-            223119,
-        )
 
 
 def crop_box(box: np.ndarray, scale: float, width: int, height: int) -> tuple[int, int, int, int]:

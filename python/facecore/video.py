@@ -4,9 +4,10 @@ stream within a budget, and scores only when the face in it moves as only a live
 Before any frame is decoded (`Video`): the container must be MP4/QuickTime or WebM/Matroska by its
 magic bytes (a JPEG or PNG sent as a video is named as such); the frame size the container declares
 is read here, before OpenCV opens the file, because FFmpeg may decode a frame while it probes; then
-the codec, frame rate, size and length OpenCV reports are checked. 222203 for what is not a usable
-video (not one, undecodable, shorter than MIN_SECONDS), 222304 for what is over a budget (frames over
-min(max_pixels, 1920x1080), longer than max_seconds, more than MAX_DECODED_PIXELS in all).
+the codec, frame rate, size and length OpenCV reports are checked. ImageUnreadable for what is not a
+usable video (not one, undecodable, shorter than MIN_SECONDS), ImageTooLarge for what is over a
+budget (frames over min(max_pixels, 1920x1080), longer than max_seconds, more than
+MAX_DECODED_PIXELS in all).
 
 Frames are streamed: each sampled frame (SAMPLE_FPS a second, shrunk to ANALYSIS_SIDE) is analysed
 as it is read and dropped. A request holds the frame in hand, three grey frames for the tracker and
@@ -45,14 +46,13 @@ import cv2
 import numpy as np
 
 from facecore.engine import Engine, Face
-from facecore.errors import FaceCoreError
+from facecore.errors import ImageTooLarge, ImageUnreadable, LivenessMissing, NoFace
 from facecore.image import DEFAULT_MAX_PIXELS
-from facecore.liveness import LivenessMissing
 
 MAX_SECONDS = 20.0
 MIN_SECONDS = 2.0  # below this there is no room for a blink or a head turn (the spec asks 5-15 s)
 MIN_FRAMES = 10  # decoded frames: a still image wrapped as a 1-frame "video" is not one
-MAX_FRAME_PIXELS = 1920 * 1080  # the spec's 222304 text: "ensure the size is under 1920x1080"
+MAX_FRAME_PIXELS = 1920 * 1080  # ImageTooLarge's spec text: "ensure the size is under 1920x1080"
 MAX_DECODED_PIXELS = int(MAX_SECONDS * 60 * MAX_FRAME_PIXELS)  # 20 s of 1080p at 60 fps
 DECODE_THREADS = 1  # FFmpeg holds a frame per decoding thread: one keeps its memory bounded
 CODECS = {  # OpenCV's CAP_PROP_FOURCC for the codecs phones and browsers record
@@ -83,13 +83,13 @@ _IMAGES = {
 _EXPECTED = f"an MP4 (H.264) or WebM recording of {MIN_SECONDS:g} to {MAX_SECONDS:g} s is expected"
 
 
-def not_a_video(message: str) -> FaceCoreError:
-    return FaceCoreError(f"{message}: {_EXPECTED}", 222203)
+def not_a_video(message: str) -> ImageUnreadable:
+    return ImageUnreadable(f"{message}: {_EXPECTED}")
 
 
 def container(data: bytes) -> str:
     """The container by its magic bytes: "mp4" (ISO BMFF: MP4, QuickTime, 3GP) or "matroska"
-    (WebM, MKV); 222203 for anything else, naming an image format when it is one."""
+    (WebM, MKV); ImageUnreadable for anything else, naming an image format when it is one."""
     if data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"):
         return "mp4"
     if data[:4] == b"\x1a\x45\xdf\xa3":
@@ -275,9 +275,8 @@ class Video:
         limit = self.max_frame_pixels
         if w * h > limit:
             video = " (1920x1080)" if limit == MAX_FRAME_PIXELS else ""
-            raise FaceCoreError(
-                f"the video's frames are {w}x{h} = {w * h:,} pixels; the limit is {limit:,}{video}",
-                222304,
+            raise ImageTooLarge(
+                f"the video's frames are {w}x{h} = {w * h:,} pixels; the limit is {limit:,}{video}"
             )
 
     def _check_stream(self, cap: cv2.VideoCapture) -> VideoInfo:
@@ -300,18 +299,17 @@ class Video:
         if count:
             self._check_length(count, fps)
             if count * w * h > self.max_decoded_pixels:
-                raise FaceCoreError(
+                raise ImageTooLarge(
                     f"the video has {count} frames of {w}x{h}: more than "
-                    f"{self.max_decoded_pixels / 1e6:,.0f} megapixels to decode",
-                    222304,
+                    f"{self.max_decoded_pixels / 1e6:,.0f} megapixels to decode"
                 )
         return VideoInfo(self.kind, CODECS[tag], w, h, fps, count)
 
     def _check_length(self, frames: int, fps: float) -> None:
         seconds = frames / fps
         if seconds > self.max_seconds:
-            raise FaceCoreError(
-                f"the video lasts {seconds:.1f} s; the limit is {self.max_seconds:g} s", 222304
+            raise ImageTooLarge(
+                f"the video lasts {seconds:.1f} s; the limit is {self.max_seconds:g} s"
             )
         if seconds < MIN_SECONDS or frames < MIN_FRAMES:
             raise not_a_video(f"the video is {seconds:.2f} s long ({frames} frames)")
@@ -323,9 +321,9 @@ class Video:
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         """(frame index, BGR frame) at up to SAMPLE_FPS, shrunk to at most ANALYSIS_SIDE; every
-        frame is decoded (FFmpeg needs them), only the sampled ones converted. Raises 222304 when
-        the video turns out longer or larger than the header said, 222203 when it is shorter
-        than MIN_SECONDS or has no frame."""
+        frame is decoded (FFmpeg needs them), only the sampled ones converted. Raises ImageTooLarge
+        when the video turns out longer or larger than the header said, ImageUnreadable when it is
+        shorter than MIN_SECONDS or has no frame."""
         cap, info = self.cap, self.info
         assert cap is not None, "use Video as a context manager"
         step = max(1, round(info.fps / SAMPLE_FPS))
@@ -333,10 +331,10 @@ class Video:
         pixels, budget = info.width * info.height, self.max_decoded_pixels
         while cap.grab():
             if self.decoded >= limit:
-                raise FaceCoreError(f"the video lasts over {self.max_seconds:g} s", 222304)
+                raise ImageTooLarge(f"the video lasts over {self.max_seconds:g} s")
             if (self.decoded + 1) * pixels > budget:
-                raise FaceCoreError(
-                    f"the video holds more than {budget / 1e6:,.0f} megapixels to decode", 222304
+                raise ImageTooLarge(
+                    f"the video holds more than {budget / 1e6:,.0f} megapixels to decode"
                 )
             index = self.decoded
             self.decoded += 1
@@ -654,7 +652,7 @@ def analyse(engine: Engine, video: Video) -> VideoLiveness:
             best = sorted(best, key=lambda p: -p.liveness)[:2]
     parallax.close()
     if not scores:
-        raise FaceCoreError(f"no face in any of the {video.sampled} sampled frames", 222202)
+        raise NoFace(f"no face in any of the {video.sampled} sampled frames")
     image_score = float(np.median(scores))
     blink = blinked(tracks)
     mouth = mouth_range(tracks)

@@ -104,8 +104,8 @@ class ApiError(FaceCoreError):
     """A request the server refuses: `code` from MESSAGES, `detail` saying why in words."""
 
     def __init__(self, code: int, detail: str, param: str | None = None) -> None:
-        super().__init__(detail, code)
-        self.param = param
+        super().__init__(detail, param)
+        self.code = code
 
 
 def missing(param: str) -> ApiError:

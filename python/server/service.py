@@ -25,10 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 from facecore.engine import UNSUPPORTED, Engine, Face
+from facecore.errors import LivenessMissing
 from facecore.image import decode_image, face_crop
 from facecore.library import FaceLibrary, NewFace, check_token
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
-from facecore.liveness import LivenessMissing
 from facecore.score import similarity_to_score
 from facecore.video import Video, analyse
 from facecore_server import params as P
