@@ -853,7 +853,7 @@ def test_failed_face_add_creates_no_group(lib: FaceLibrary) -> None:
 
 
 def test_appid_at_most_48_characters(lib: FaceLibrary) -> None:
-    """DECISIONS.md: appid is [A-Za-z0-9_]{1,48}."""
+    """appid is [A-Za-z0-9_]{1,48} (docs/api.md: ids are matched whole)."""
     e = unit(np.random.default_rng(40))
     lib.face_add("A" * 48, "g", "u", nf(e))
     fails(lib, 222014, lib.face_add, "A" * 49, "g", "u", nf(e), appids=("A" * 48,))
