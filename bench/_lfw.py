@@ -1,4 +1,5 @@
-"""LFW embeddings of both pipelines, cached: FaceCore's engine and face_recognition's dlib pipeline.
+"""LFW embeddings of both pipelines, cached: FaceCore's (`facecore.evaluation.embed_central_faces`)
+and face_recognition's dlib pipeline, the reference the pipeline bench compares against.
 
 The reference is face_recognition 1.3.0 exactly as its users call it: `face_locations` (dlib HOG,
 upsample 1) then `face_encodings` (dlib 5-point predictor, dlib ResNet descriptor, 1 jitter), on
@@ -11,6 +12,7 @@ that pipeline would get. Cached in /tmp/facecore-bench/lfw-<pipeline>.npz (3,074
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw"
 CACHE = Path("/tmp/facecore-bench")
 
-
-def lfw_images() -> list[Path]:
-    return sorted((LFW / "images").glob("*/*.jpg"))
+Embeddings = tuple[np.ndarray, np.ndarray]  # unit-norm (n, 128), found (n,)
 
 
-def reference_embeddings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+def reference_embeddings(paths: list[Path]) -> Embeddings:
     """face_recognition's pipeline: (unit-norm embeddings (n,128), found (n,))."""
     import face_recognition
     from facecore.image import decode_image
@@ -45,28 +45,9 @@ def reference_embeddings(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return emb, found
 
 
-def facecore_embeddings(paths: list[Path], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    from facecore.engine import Engine
-    from facecore.image import decode_image
-
-    engine = Engine(threads=threads)
-    emb = np.zeros((len(paths), 128), dtype=np.float32)
-    found = np.zeros(len(paths), dtype=bool)
-    for i, p in enumerate(paths):
-        img = decode_image(p.read_bytes())
-        faces = engine.detect(img, max_faces=10, fields=("embedding",))
-        if not faces:
-            continue
-        k = nearest_to_centre([f.box for f in faces], img.shape[1], img.shape[0])
-        e = faces[k].embedding
-        assert e is not None
-        emb[i], found[i] = e, True
-    return emb, found
-
-
 def cached(
-    name: str, paths: list[Path], make: object, key: str = ""
-) -> tuple[np.ndarray, np.ndarray]:
+    name: str, paths: list[Path], make: Callable[[list[Path]], Embeddings], key: str = ""
+) -> Embeddings:
     """Embeddings of pipeline `name`, from /tmp/facecore-bench when the file list matches."""
     CACHE.mkdir(parents=True, exist_ok=True)
     f = CACHE / f"lfw-{name}{key}.npz"
@@ -76,33 +57,17 @@ def cached(
         if np.array_equal(z["names"], names):
             return z["emb"], z["found"]
     t0 = time.perf_counter()
-    emb, found = make(paths)  # type: ignore[operator]
+    emb, found = make(paths)
     np.savez(f, emb=emb, found=found, names=names, seconds=time.perf_counter() - t0)
     return emb, found
 
 
-def pair_sims(
-    emb: np.ndarray, found: np.ndarray, paths: list[Path]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine per pairs.txt line, same per line); a missing face gives -1."""
-    from facecore.evaluation import read_pairs
+if __name__ == "__main__":  # precompute the reference cache: .venv/bin/python bench/_lfw.py
+    from facecore.evaluation import best_threshold_accuracy, lfw_images, pair_similarities
 
-    index = {str(p.relative_to(LFW)): i for i, p in enumerate(paths)}
-    a, b, same = read_pairs(LFW / "pairs.txt")
-    ia, ib = np.array([index[x] for x in a]), np.array([index[y] for y in b])
-    sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
-    return np.where(found[ia] & found[ib], sims, -1.0), same
-
-
-if __name__ == "__main__":  # precompute the reference cache: python bench/_lfw.py
-    import sys
-
-    sys.path.insert(0, str(REPO / "python"))
-    ps = lfw_images()
+    ps = lfw_images(LFW)
     e, fnd = cached("reference", ps, reference_embeddings)
-    from facecore.evaluation import best_threshold_accuracy
-
-    s, y = pair_sims(e, fnd, ps)
+    s, y = pair_similarities(e, fnd, ps, LFW)
     print(
         "reference: faces found",
         int(fnd.sum()),

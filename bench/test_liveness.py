@@ -17,20 +17,21 @@ import cv2
 import numpy as np
 import pytest
 from _harness import warm_up
-from _lfw import LFW
 from facecore.align import chip_transform_from_mtcnn, extract_chips
 from facecore.convert import minifasnet
 from facecore.engine import Engine
 from facecore.image import decode_image
 
-PHOTO = LFW.parent / "spoof" / "image_T1.jpg"
-SOURCE = LFW.parent / "models" / "minifasnet"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+PHOTO = SHARED / "spoof" / "image_T1.jpg"
+SOURCE = SHARED / "models" / "minifasnet"
 THREADS = (1, 2)
 
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = Path(__file__).resolve().parents[1] / "models" / "onnx"
+    base = REPO / "models" / "onnx"
     out = tmp_path_factory.mktemp("liveness-models")
     for f in base.iterdir():
         if f.is_file() and f.name != "manifest.json":
@@ -82,7 +83,7 @@ def test_per_face(benchmark: Any, models_dir: Path, threads: int, what: str) -> 
     benchmark.extra_info.update(threads=threads, rounds=rounds, what=what)
 
 
-VIDEO = LFW.parent / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
+VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
 
 
 @pytest.mark.parametrize("threads", THREADS)

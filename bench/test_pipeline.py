@@ -11,6 +11,7 @@ of the same face (cosine > 0.95).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,17 @@ import cv2
 import numpy as np
 import pytest
 from _harness import warm_up
-from _lfw import LFW, cached, facecore_embeddings, lfw_images, pair_sims, reference_embeddings
+from _lfw import LFW, cached, reference_embeddings
 from facecore.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
 from facecore.attributes import emotion_crops
 from facecore.engine import CHIP_PADDING, CHIP_SIZE, Engine
-from facecore.evaluation import best_threshold_accuracy, cross_validated_accuracy
+from facecore.evaluation import (
+    best_threshold_accuracy,
+    cross_validated_accuracy,
+    embed_central_faces,
+    lfw_images,
+    pair_similarities,
+)
 from facecore.image import decode_image
 
 PHOTO = LFW.parent / "spoof" / "image_T1.jpg"
@@ -76,7 +83,10 @@ def test_end_to_end_face_recognition(benchmark: Any, photo: np.ndarray, threads:
 
     def run() -> list[np.ndarray]:
         locs = face_recognition.face_locations(rgb, number_of_times_to_upsample=1, model="hog")
-        return face_recognition.face_encodings(rgb, locs, num_jitters=1, model="small")
+        encodings: list[np.ndarray] = face_recognition.face_encodings(
+            rgb, locs, num_jitters=1, model="small"
+        )
+        return encodings
 
     # dlib-bin is built without a thread pool for these calls: threads only records the setting.
     enc = _time(
@@ -105,12 +115,14 @@ def test_stage(benchmark: Any, photo: np.ndarray, threads: int, stage: str) -> N
     det = eng.detector.detect(photo)
     assert len(det) == 1
     boxes, points = det.boxes, det.points
-    shapes = eng.shape5.predict(photo, dlib_boxes_from_mtcnn(boxes))
+    shape5 = eng.shape5
+    assert shape5 is not None
+    shapes = shape5.predict(photo, dlib_boxes_from_mtcnn(boxes))
     transforms = np.stack([chip_transform(s, CHIP_SIZE, CHIP_PADDING) for s in shapes])
     chips = extract_chips(photo, transforms, CHIP_SIZE)
     calls = {
         "detect": lambda: eng.detector.detect(photo),
-        "shape5": lambda: eng.shape5.predict(photo, dlib_boxes_from_mtcnn(boxes)),
+        "shape5": lambda: shape5.predict(photo, dlib_boxes_from_mtcnn(boxes)),
         "chip": lambda: extract_chips(photo, transforms, CHIP_SIZE),
         "embed": lambda: eng.recognizer.embed(chips),
         "mesh": lambda: eng.mesh.predict(photo, boxes, points),
@@ -120,7 +132,7 @@ def test_stage(benchmark: Any, photo: np.ndarray, threads: int, stage: str) -> N
     }
     out = _time(benchmark, calls[stage], threads, kind="stage", engine="facecore", stage=stage)
     # What was timed is also right: one face, and each stage's output of that face.
-    checks = {
+    checks: dict[str, Callable[[Any], bool]] = {
         "detect": lambda r: len(r) == 1,
         "shape5": lambda r: r.shape == (1, 5, 2) and np.isfinite(r).all(),
         "chip": lambda r: r.shape == (1, CHIP_SIZE, CHIP_SIZE, 3) and r.std() > 10,
@@ -135,15 +147,15 @@ def test_stage(benchmark: Any, photo: np.ndarray, threads: int, stage: str) -> N
 
 def test_lfw_accuracy(benchmark: Any) -> None:
     """Accuracy of both pipelines on pairs.txt (embeddings cached in /tmp/facecore-bench)."""
-    paths = lfw_images()
+    paths = lfw_images(LFW)
     ref_emb, ref_found = cached("reference", paths, reference_embeddings)
-    our_emb, our_found = cached("facecore", paths, facecore_embeddings, key=_model_key())
+    our_emb, our_found = cached("facecore", paths, embed_central_faces, key=_model_key())
     out: dict[str, Any] = {}
     for name, (emb, found) in {
         "face_recognition": (ref_emb, ref_found),
         "facecore": (our_emb, our_found),
     }.items():
-        sims, same = pair_sims(emb, found, paths)
+        sims, same = pair_similarities(emb, found, paths, LFW)
         acc, thr = best_threshold_accuracy(sims, same)
         cv = cross_validated_accuracy(sims, same, np.arange(len(sims)) // 600)
         out[name] = {

@@ -7,8 +7,8 @@ Runs the engine on every image of ../shared/data/lfw (the face nearest the image
   pair a genuine pair; the cosine reaching FAR 1e-2 .. 1e-5 becomes the anchors of facecore.score;
 - accuracy on pairs.txt at the best threshold, and 4-fold cross-validated (folds of 600 pairs).
 --write replaces the CALIBRATION table in python/facecore/score.py and writes docs/accuracy.json,
-from which docs/accuracy.md quotes. The embeddings are made by bench/_lfw.py's
-facecore_embeddings, the same code that the bench's LFW comparison uses.
+from which docs/accuracy.md quotes. The embeddings are made by facecore.evaluation's
+embed_central_faces, the same code that the bench's LFW comparison uses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -26,39 +25,37 @@ from facecore.evaluation import (
     all_pairs,
     best_threshold_accuracy,
     cross_validated_accuracy,
+    embed_central_faces,
+    lfw_images,
+    pair_similarities,
     read_pairs,
     roc,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from _lfw import LFW, facecore_embeddings, lfw_images
+LFW = REPO.parent / "shared" / "data" / "lfw"
 
 ROC_FARS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
 
 
 def evaluate(emb: np.ndarray, found: np.ndarray, paths: list[Path]) -> dict[str, object]:
-    index = {str(p.relative_to(LFW)): i for i, p in enumerate(paths)}
-    a, b, same = read_pairs(LFW / "pairs.txt")
-    pairs = list(zip(a, b))
-    ia = np.array([index[x] for x in a])
-    ib = np.array([index[y] for y in b])
-    sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
     # A pair with a face missing on either side counts as "different" (similarity -1).
-    sims = np.where(found[ia] & found[ib], sims, -1.0)
-    folds = np.arange(len(pairs)) // 600
+    sims, same = pair_similarities(emb, found, paths, LFW)
+    folds = np.arange(len(sims)) // 600
     acc, thr = best_threshold_accuracy(sims, same)
     cv = cross_validated_accuracy(sims, same, folds)
 
     labels = np.array([p.parent.name for p in paths])[found]
     genuine, impostor = all_pairs(emb[found], labels)
     points = roc(genuine, impostor, ROC_FARS)
+    missing = [str(p.relative_to(LFW)) for p, f in zip(paths, found) if not f]
+    a, b, _ = read_pairs(LFW / "pairs.txt")
     return {
         "images": len(paths),
         "faces_found": int(found.sum()),
-        "missing": [str(p.relative_to(LFW)) for p, f in zip(paths, found) if not f],
-        "pairs": len(pairs),
-        "pairs_with_missing_face": int(np.count_nonzero(~(found[ia] & found[ib]))),
+        "missing": missing,
+        "pairs": len(sims),
+        "pairs_with_missing_face": sum(x in missing or y in missing for x, y in zip(a, b)),
         "accuracy_best_threshold": acc,
         "best_threshold_cosine": thr,
         "accuracy_4fold_cv": cv,
@@ -69,7 +66,7 @@ def evaluate(emb: np.ndarray, found: np.ndarray, paths: list[Path]) -> dict[str,
 
 
 def write_calibration(result: dict[str, object]) -> None:
-    rocs = {p["far"]: p["threshold"] for p in result["roc"]}  # type: ignore[attr-defined,index]
+    rocs = {p["far"]: p["threshold"] for p in result["roc"]}  # type: ignore[attr-defined]
     table = {
         "model": "dlib_resnet128, alignment=dual: mean of the embeddings of two 150 px chips",
         "impostor_pairs": result["impostor_pairs"],
@@ -111,9 +108,9 @@ def main() -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    paths = lfw_images()
+    paths = lfw_images(LFW)
     t0 = time.perf_counter()
-    emb, found = facecore_embeddings(paths, threads=args.threads)
+    emb, found = embed_central_faces(paths, threads=args.threads)
     print(f"embedded {len(paths)} images in {time.perf_counter() - t0:.0f} s")
     result = evaluate(emb, found, paths)
     summary = {k: v for k, v in result.items() if k not in ("missing", "roc")}

@@ -15,7 +15,6 @@ constants as they are in facecore.align: "dlib5" on raw and on mapped boxes, "mt
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -32,13 +31,13 @@ from facecore.engine import Engine
 from facecore.evaluation import (
     best_threshold_accuracy,
     cross_validated_accuracy,
+    lfw_images,
     nearest_to_centre,
+    pair_similarities,
 )
 from facecore.image import decode_image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from _lfw import lfw_images, pair_sims
+LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
 
 def fit(engine: Engine, paths: list[Path]) -> None:
@@ -101,7 +100,7 @@ def compare(engine: Engine, paths: list[Path]) -> None:
             emb[n][i] = v
         found[i] = True
     for n in names:
-        sims, same = pair_sims(emb[n], found, paths)
+        sims, same = pair_similarities(emb[n], found, paths, LFW)
         acc, _ = best_threshold_accuracy(sims, same)
         cv = cross_validated_accuracy(sims, same, np.arange(len(sims)) // 600)
         print(f"{n:18s} accuracy {acc:.4f}, 4-fold cv {cv:.4f}")
@@ -116,7 +115,7 @@ def main() -> int:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     engine = Engine(alignment="dlib5")
-    paths = lfw_images()
+    paths = lfw_images(LFW)
     if not args.skip_fit:
         fit(engine, paths[:: args.every])
     compare(engine, paths)

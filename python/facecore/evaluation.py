@@ -1,11 +1,15 @@
-"""Verification metrics for face embeddings: pair accuracy, FAR thresholds, ROC.
+"""Verification on a labelled photo set: the engine's embedding of each photo's central face, the
+similarity of listed pairs, pair accuracy, FAR thresholds, ROC.
 
-Used by tools/calibrate.py (score calibration), the LFW tests and bench/, and usable on a customer's
-own labelled photos. Similarities are cosine similarities (higher = more alike).
+A set is laid out as LFW is in ../shared/data/lfw: `images/<person>/<person>_0001.jpg`, and a
+pairs file naming images relative to the set's root. Used by tools/calibrate.py (score
+calibration), tools/fit_alignment.py, the LFW tests and bench/, and usable on a customer's own
+labelled photos. Similarities are cosine similarities (higher = more alike).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,46 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
             b.append(y)
             same.append(s == "1")
     return a, b, np.array(same, dtype=bool)
+
+
+def lfw_images(root: str | Path) -> list[Path]:
+    """Every image of the set at `root` (`images/<person>/*.jpg`), sorted: the row order of
+    `embed_central_faces` and the `paths` of `pair_similarities`."""
+    return sorted((Path(root) / "images").glob("*/*.jpg"))
+
+
+def embed_central_faces(paths: Sequence[Path], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (n, 128), found (n,)): the engine's unit-norm embedding of the face nearest each
+    image's centre; a row of zeros and found False where it finds no face."""
+    from facecore.engine import Engine  # the pipeline loads only here
+    from facecore.image import decode_image
+
+    engine = Engine(threads=threads)
+    emb = np.zeros((len(paths), 128), dtype=np.float32)
+    found = np.zeros(len(paths), dtype=bool)
+    for i, p in enumerate(paths):
+        img = decode_image(Path(p).read_bytes())
+        faces = engine.detect(img, max_faces=10, fields=("embedding",))
+        if not faces:
+            continue
+        e = faces[nearest_to_centre([f.box for f in faces], img.shape[1], img.shape[0])].embedding
+        assert e is not None
+        emb[i], found[i] = e, True
+    return emb, found
+
+
+def pair_similarities(
+    emb: np.ndarray, found: np.ndarray, paths: Sequence[Path], root: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine, same) for each line of `root`/pairs.txt, whose images are rows of `emb` by their
+    `paths`. A pair with a face missing on either side scores -1, "different": what a user of a
+    pipeline that finds no face gets."""
+    root = Path(root)
+    row = {str(Path(p).relative_to(root)): i for i, p in enumerate(paths)}
+    a, b, same = read_pairs(root / "pairs.txt")
+    ia, ib = np.array([row[x] for x in a]), np.array([row[y] for y in b])
+    sims = np.einsum("ij,ij->i", emb[ia], emb[ib])
+    return np.where(found[ia] & found[ib], sims, -1.0), same
 
 
 def best_threshold_accuracy(sims: np.ndarray, same: np.ndarray) -> tuple[float, float]:
