@@ -1,4 +1,4 @@
-"""A bounded load generator for a live FaceCore server on loopback, and a server launcher.
+"""A bounded load generator for a live FaceCore server on loopback.
 
 ``run_load`` drives ``concurrency`` closed-loop clients (asyncio, one keep-alive HTTP/1.1
 connection each) for a fixed number of requests or a fixed duration. Every request is prepared in
@@ -24,15 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -349,95 +344,6 @@ def load(
 ) -> LoadResult:
     """``run_load`` in a fresh event loop (synchronous callers: pytest, the CLI)."""
     return asyncio.run(run_load(host, port, requests, concurrency, **kw))
-
-
-# --------------------------------------------------------------------------- a server process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-@dataclass
-class ServerProcess:
-    """``python -m facecore_server`` on 127.0.0.1, its output in ``log``."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    flags: tuple[str, ...]
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = get_json(self.url + "/health")
-        return out
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
-
-
-def start_server(
-    data: Path,
-    *flags: str,
-    log: Path,
-    port: int | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-) -> ServerProcess:
-    """Start a server on ``data`` with extra ``flags``; return once /health answers."""
-    port = port or free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "facecore_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data",
-                str(data),
-                *flags,
-            ],
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(proc, port, log, tuple(flags))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if server.health().get("status") == "ok":
-                return server
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the server did not start ({' '.join(flags)}):\n{tail}")
-        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- a table

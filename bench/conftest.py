@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import _data` from the test modules
+# The test modules import bench's own modules (`import _data`) and the tests' server launcher
+# (`tests.server.live_server`), however pytest was started.
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 
 import _data
 

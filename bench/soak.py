@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]  # standalone: the imports bench/conftest.py allows
 import _load
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.server.live_server import start_server
+
 SHARED = ROOT.parent / "shared" / "data"
 LFW = SHARED / "lfw" / "images"
 VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
@@ -208,8 +210,8 @@ class Soak:
         elif kind == "liveness":
             await self.call(conn, kind, self.v3("face/liveness"), [image])
         elif kind == "match":
-            body = [{"image": photo1, "image_type": "BASE64"}, image]
-            env = await self.call(conn, kind, self.v3("face/match"), body)
+            pair = [{"image": photo1, "image_type": "BASE64"}, image]
+            env = await self.call(conn, kind, self.v3("face/match"), pair)
             if env is not None and env["error_code"] == 0:
                 self.check("match of one person scores over 60", env["result"]["score"] > 60)
         elif kind == "lists":
@@ -365,16 +367,14 @@ def soak(seconds: float, clients: int = 4, workdir: Path | None = None) -> dict[
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
         liveness_models(models)
-        server = _load.start_server(
-            work / "data", "--models", str(models), "--workers", "2", log=work / "server.log"
-        )
+        server = start_server(work, "--models", str(models), "--workers", "2", threads=0)
         try:
             run = Soak(server.host, server.port, server.proc.pid, seconds, clients)
             result = asyncio.run(run.run())
         finally:
             result_code = server.stop()
         result["server_exit"] = result_code
-        log = (work / "server.log").read_text(errors="replace")
+        log = server.server_log()
         result["log_errors"] = [line for line in log.splitlines() if " ERROR " in line][:20]
         if result_code != 0:
             result["problems"].append(f"the server exited {result_code}")

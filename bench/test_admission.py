@@ -14,33 +14,34 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import _load
 import numpy as np
 import pytest
-from _lfw import LFW
 
+from tests.server.live_server import Client, start_server
+
+LFW_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "images"
+PHOTO = LFW_IMAGES / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"  # one face
 CLIENTS = 120
 MIB = 1 << 20
 SIZES = {"1KB": 1_000, "9MB": 9_000_000}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_load.ServerProcess]:
-    tmp = tmp_path_factory.mktemp("admission")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     flags = ("--workers", "2", "--max-queue", "4", "--max-inflight-bytes", str(48 * MIB))
-    s = _load.start_server(tmp / "data", *flags, log=tmp / "server.log")
+    s = start_server(tmp_path_factory.mktemp("admission"), *flags, threads=0)
     try:
         yield s
     finally:
         s.stop()
 
 
-def detect_request(server: _load.ServerProcess, size: int) -> _load.Prepared:
-    image = base64.b64encode(
-        (LFW / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg").read_bytes()
-    )
+def detect_request(server: Client, size: int) -> _load.Prepared:
+    image = base64.b64encode(PHOTO.read_bytes())
     face = json.dumps({"image": image.decode(), "image_type": "BASE64"})
     padding = max(0, size - len(face) - len(', "padding": ""'))
     body = (face[:-1] + ', "padding": "' + "x" * padding + '"}').encode()
@@ -52,7 +53,7 @@ def check(env: dict[str, Any], _: Any) -> dict[str, bool]:
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_flood(benchmark: Any, server: _load.ServerProcess, size: str) -> None:
+def test_flood(benchmark: Any, server: Client, size: str) -> None:
     request = detect_request(server, SIZES[size])
     pid = server.proc.pid
     runs: list[tuple[_load.LoadResult, int]] = []

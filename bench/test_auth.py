@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _load
 import pytest
 from facecore.keys import STORE_DIR, KeyStore
 from facecore_server.auth import Auth, FailureLimiter
 from starlette.requests import Request
+
+from tests.server.live_server import Client, start_server
 
 ROUNDS = 3000
 APPID = "bench_auth"
@@ -29,7 +30,7 @@ GROUPS = [f"g{i}" for i in range(5)]
 
 
 class Arm:
-    def __init__(self, server: _load.ServerProcess, query: str, headers: dict[str, str]) -> None:
+    def __init__(self, server: Client, query: str, headers: dict[str, str]) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         self.path = f"/face-api/v3/group/list?{query}"
         self.headers = {"Content-Type": "application/json", **headers}
@@ -50,9 +51,7 @@ def arms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Arm]]:
             key, secret = store.create(APPID, "bench")
             token = store.issue(key).access_token
             store.close()
-            server = _load.start_server(
-                data, "--auth", mode, "--access-log", "off", log=data.parent / "server.log"
-            )
+            server = start_server(data.parent, "--auth", mode, "--access-log", "off", threads=0)
             servers.append(server)
             setup = Arm(server, f"access_token={token}", {})
             for group in GROUPS:

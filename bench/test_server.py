@@ -60,12 +60,14 @@ import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent
-if str(BENCH) not in sys.path:  # run as a script: import _load like conftest does
-    sys.path.insert(0, str(BENCH))
+REPO = BENCH.parent
+if str(BENCH) not in sys.path:  # run as a script: the imports bench/conftest.py allows
+    sys.path[:0] = [str(BENCH), str(REPO)]
 
 import _load
 
-REPO = BENCH.parent
+from tests.server.live_server import Client, start_server
+
 LFW_IMAGES = REPO.parent / "shared" / "data" / "lfw" / "images"
 MODELS = Path(os.environ.get("FACECORE_MODELS", str(REPO / "models" / "onnx")))
 
@@ -504,7 +506,7 @@ class Bench:
             "person_rate": self.work.person_rate(),
         }
         self._lib: Any = None
-        self.server: _load.ServerProcess | None = None
+        self.server: Client | None = None
         self.server_name = ""
         self._starts = 0
 
@@ -516,7 +518,7 @@ class Bench:
             self._lib = FaceLibrary(self.data)
         return self._lib
 
-    def start(self, name: str) -> _load.ServerProcess:
+    def start(self, name: str) -> Client:
         """The server ``name`` (SERVERS), started unless it is the one running."""
         if self.server is not None and self.server_name == name and self.server.alive():
             return self.server
@@ -526,11 +528,12 @@ class Bench:
             self._lib = None
         self._starts += 1
         t0 = time.perf_counter()
-        self.server = _load.start_server(
-            self.data,
+        self.server = start_server(  # over self.tmp / "data": self.data, the library built
+            self.tmp,
             *SERVERS[name],
             log=self.tmp / f"server-{self._starts}-{name}.log",
             env=self.env,
+            threads=0,
         )
         self.server_name = name
         for route in ROUTES:  # untimed: first model runs, arenas, connections

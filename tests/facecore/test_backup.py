@@ -19,7 +19,7 @@ from facecore import backup
 from facecore.keys import KeyStore
 from facecore.library import FaceInfo, FaceLibrary, NewFace, iter_prefix
 
-from tests.server.live_server import b64, facecore_cli, lfw, start_server, stop_server
+from tests.server.live_server import b64, facecore_cli, lfw, start_server
 
 DIM = 128
 APP = "app1"
@@ -406,7 +406,7 @@ def test_cli_backup_restore_verify_through_a_running_server(tmp_path: Path) -> N
         assert out.returncode == 1 and "server is running" in out.stderr
         assert server.ok("face/list", {"group_id": "g", "user_id": people[0]})
     finally:
-        stop_server(server.proc)
+        server.stop()
 
     restored = tmp_path / "restored"
     out = facecore_cli("restore", str(tmp_path / "bk"), "--data", str(restored), "--json")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import Client, start_server, stop_server
+from live_server import Client, start_server
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     try:
         yield client
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 @pytest.fixture(scope="module")
@@ -26,4 +26,4 @@ def live(tmp_path_factory: pytest.TempPathFactory, liveness_models: Path) -> Ite
     try:
         yield client
     finally:
-        stop_server(client.proc)
+        client.stop()

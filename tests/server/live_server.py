@@ -1,6 +1,7 @@
-"""Live servers on loopback for the HTTP tests: `start_server(...)` runs `python -m facecore_server`
-in a subprocess with its own data directory and port (tests/server/conftest.py turns it into the
-module-scoped `server` fixture).
+"""Live servers on loopback, for the HTTP tests and the benches: `start_server(home, *flags)` runs
+`python -m facecore_server` in a subprocess on a free port over `home`/data, its output in
+`home`/server.log, and returns a `Client` once /health answers. tests/server/conftest.py turns it
+into the module-scoped `server` fixture; bench/ imports this module as `tests.server.live_server`.
 
 Helpers: `Client.post(route, body, appid)` returns the parsed envelope; `b64(path)` reads an image.
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LFW = SHARED / "lfw" / "images"
@@ -44,11 +44,18 @@ def lfw(name: str, index: int = 1) -> Path:
 
 @dataclass
 class Client:
-    url: str
-    data: Path
+    """A server process on 127.0.0.1, and the v3 calls a test makes to it."""
+
     proc: subprocess.Popen[bytes]
+    port: int
+    data: Path
     log: Path
     appid: str = "test_app"
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def post(self, route: str, body: Any, appid: str | None = None, **kw: Any) -> dict[str, Any]:
         """POST /face-api/v3/{route}?appid=...; returns the envelope (asserting HTTP 200)."""
@@ -69,8 +76,27 @@ class Client:
         assert env["error_code"] == 0, env
         return env["result"]
 
+    def health(self) -> dict[str, Any]:
+        """GET /health (raises httpx.TransportError while the server is not listening)."""
+        answer: dict[str, Any] = httpx.get(self.url + "/health", timeout=5).json()
+        return answer
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def server_log(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, a SIGKILL after `timeout` seconds; the exit status (0: a clean shutdown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
 
 
 def facecore_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,8 +148,8 @@ def aip_face(url: str, api_key: str, secret_key: str) -> Any:
     return client
 
 
-def server_command(data: Path, port: int, *args: str) -> list[str]:
-    """`python -m facecore_server` on 127.0.0.1:`port` over `data`, one search thread."""
+def server_command(data: Path, port: int, *flags: str, threads: int = 1) -> list[str]:
+    """`python -m facecore_server` on 127.0.0.1:`port` over `data`, `threads` search threads."""
     return [
         sys.executable,
         "-m",
@@ -135,45 +161,42 @@ def server_command(data: Path, port: int, *args: str) -> list[str]:
         "--data",
         str(data),
         "--threads",
-        "1",
-        *args,
+        str(threads),
+        *flags,
     ]
 
 
 def start_server(
-    tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    home: Path,
+    *flags: str,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    threads: int = 1,
+    timeout: float = 120,
 ) -> Client:
+    """A server over `home`/data with extra `flags`, its output in `log` (`home`/server.log by
+    default). One search thread keeps a test off the cores its neighbours use; the benches pass
+    threads=0 (all cores, the server's default). Returns once /health says ok; raises RuntimeError
+    with the log's end when the process exits first or `timeout` seconds pass."""
     port = free_port()
-    data = tmp / "data"
-    log = tmp / "server.log"
+    log = log or home / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            server_command(data, port, *args),
-            env=dict(os.environ, **(env or {})),
+            server_command(home / "data", port, *flags, threads=threads),
+            env={**os.environ, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    server = Client(proc, port, home / "data", log)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
+            if server.health().get("status") == "ok":
+                return server
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc)
-            pytest.fail(f"server did not start:\n{log.read_text(errors='replace')}")
+            server.stop()
+            tail = server.server_log()[-3000:]
+            raise RuntimeError(f"the server did not start ({' '.join(flags)}):\n{tail}")
         time.sleep(0.1)
-    return Client(url, data, proc, log)
-
-
-def stop_server(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)

@@ -23,7 +23,6 @@ from live_server import (
     get_token,
     lfw,
     start_server,
-    stop_server,
 )
 from spec_schemas import spec_message
 
@@ -101,7 +100,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, liveness_models: Path) -> It
         keys["a2"] = create_key(client.data, "app_a")
         yield Keyed(client, keys)
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 # ---------------------------------------------------------------------------- /oauth/2.0/token
@@ -399,7 +398,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     try:
         yield Keyed(client, keys)
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 def test_tokens_expire(strict: Keyed) -> None:
@@ -513,7 +512,7 @@ def test_off_mode_on_every_interface_warns(tmp_path: Path, server: Client, keyed
     try:
         assert "--auth off on 0.0.0.0" in wide.server_log()
     finally:
-        stop_server(wide.proc)
+        wide.stop()
     assert "--auth off on" not in server.server_log()
     assert "--auth off on" not in keyed.client.server_log()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import LFW, Client, b64, start_server, stop_server
+from live_server import LFW, Client, b64, start_server
 
 CLIENTS = 16
 GROUPS = ["conc_g0", "conc_g1", "conc_g2"]
@@ -264,13 +264,13 @@ def test_many_clients_then_restart(tmp_path: Path) -> None:
         assert book.codes[("face/add", 223105)] == CLIENTS - 1
         check_state(server, book, race_token)
     finally:
-        assert stop_server(server.proc) == 0, server.server_log()[-3000:]
+        assert server.stop() == 0, server.server_log()[-3000:]
     first_log = server.server_log()  # the restart writes the same file
     restarted = start_server(tmp_path, *flags)
     try:
         assert restarted.data == server.data
         check_state(restarted, book, race_token)
     finally:
-        assert stop_server(restarted.proc) == 0, restarted.server_log()[-3000:]
+        assert restarted.stop() == 0, restarted.server_log()[-3000:]
     for log in (first_log, restarted.server_log()):
         assert "Traceback" not in log and "internal error" not in log, log[-3000:]

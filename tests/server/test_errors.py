@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import spec_schemas as S
 from facecore import errors
-from live_server import LFW, MISC, Client, b64, start_server, stop_server
+from live_server import LFW, MISC, Client, b64, start_server
 
 APPID = "err_app"
 FACE_A = LFW / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg"
@@ -678,7 +678,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     try:
         yield client
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 def test_body_over_the_limit(small: Client) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import Client, b64, lfw, start_server, stop_server
+from live_server import Client, b64, lfw, start_server
 from PIL import Image
 
 MIB = 1 << 20
@@ -105,7 +105,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         yield client
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 def test_bodies_are_admitted_before_they_are_read(tight: Client) -> None:
@@ -235,4 +235,4 @@ def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp_path: Path) -> N
         bound = inflight + workers * (4 * 10 * MIB + 14 * pixels) + 64 * MIB
         assert peak - base <= bound, ((peak - base) / MIB, bound / MIB)
     finally:
-        assert stop_server(server.proc) == 0
+        assert server.stop() == 0

@@ -29,7 +29,7 @@ import jsonschema
 import orjson
 import pytest
 from facecore_server.routes import CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES
-from live_server import MISC, Client, b64, lfw, start_server, stop_server
+from live_server import MISC, Client, b64, lfw, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -117,7 +117,7 @@ def test_overload_is_refused_quickly_with_system_busy(tmp_path: Path) -> None:
         assert sample(m, "facecore_requests_total", route="face/detect", error_code="0") == ok + 1
         assert sample(m, "facecore_queue_depth") == 0
     finally:
-        assert stop_server(server.proc) == 0
+        assert server.stop() == 0
 
 
 # ---------------------------------------------------------------------- (b) graceful shutdown
@@ -155,12 +155,12 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
             assert all("landmark72" in f for f in env["result"]["face_list"])
         assert server.proc.wait(timeout=60) == 0, server.server_log()[-3000:]
     finally:
-        stop_server(server.proc)
+        server.stop()
     restarted = start_server(tmp_path, *flags)
     try:
         check_faces(restarted, "keep", faces)
     finally:
-        assert stop_server(restarted.proc) == 0
+        assert restarted.stop() == 0
 
 
 # ---------------------------------------------------------------------- (c) /metrics
@@ -363,7 +363,7 @@ def test_flags_and_environment(tmp_path: Path) -> None:
         # FACECORE_ACCESS_LOG=off: no access log lines.
         assert not [line for line in server.server_log().splitlines() if line.startswith("{")]
     finally:
-        assert stop_server(server.proc) == 0
+        assert server.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ from live_server import (
     get_token,
     lfw,
     start_server,
-    stop_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -81,7 +80,7 @@ def pair(
     try:
         yield Pair(client, mode, a, b)
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 def rest(body: dict[str, Any], *taken: str) -> dict[str, Any]:

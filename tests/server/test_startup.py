@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import Client, free_port, server_command, start_server, stop_server
+from live_server import Client, free_port, server_command, start_server
 
 
 def second(data: Path) -> subprocess.CompletedProcess[str]:
@@ -65,6 +65,6 @@ def test_the_server_still_starts_after_a_refused_second(tmp_path: Path) -> None:
     try:
         one_line(second(first.data), "in use")
     finally:
-        assert stop_server(first.proc) == 0
+        assert first.stop() == 0
     again = start_server(tmp_path)
-    stop_server(again.proc)
+    again.stop()

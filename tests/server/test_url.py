@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from live_server import Client, lfw, start_server, stop_server
+from live_server import Client, lfw, start_server
 
 IMAGE = lfw("Aaron_Sorkin").read_bytes()
 
@@ -56,7 +56,7 @@ def url_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     try:
         yield client
     finally:
-        stop_server(client.proc)
+        client.stop()
 
 
 def _detect(client: Client, url: str) -> dict[str, object]:
