@@ -16,8 +16,10 @@ Data (built in a temporary directory on every run, ~30 s):
 
 Every answer is checked: detect answers carry all fields and the in-process pipeline's face (box
 within 3 px, feature cosine >= 0.99, age within 2 years); match scores equal the in-process score
-within 1 point; identify's top user equals the in-process top user, and the share of queries
-whose top user is the query's own person is reported (asserted >= ``MIN_PERSON``: "most").
+within 1 point, no pair of two people scores 80 (FAR 1e-4) and the share of same-person answers
+that do is reported (asserted >= ``MIN_SAME_AT_80``); identify's top user equals the in-process
+top user, and the share of queries whose top user is the query's own person is reported
+(asserted >= ``MIN_PERSON``: "most").
 
 Measured (pytest-benchmark; each load run is one round, whose time also counts the clients'
 untimed warm-up request; the run's own numbers, ``wall_s`` included, are in ``extra_info``):
@@ -119,6 +121,9 @@ SERVERS = {
 }
 MIN_SAME = 0.98  # answers that agree with the in-process pipeline
 MIN_PERSON = 0.8  # identify: share of queries whose top user is the query's person
+# match: share of same-person answers scoring 80 or more. On LFW 77% of same-person pairs do
+# (docs/accuracy.md); here 4 of the 8 pairs, whose second photo is rescaled onto a canvas.
+MIN_SAME_AT_80 = 0.25
 TARGETS = {  # reported against, never asserted
     "identify_qps_c8": 25.0,
     "identify_p99_ms_c8": 300.0,
@@ -257,9 +262,12 @@ class Workload:
 
     def check_match(self, env: dict[str, Any], j: int) -> dict[str, bool]:
         score = float(env["result"]["score"])
+        # 80 is FAR 1e-4 (docs/accuracy.md): two people's photos stay under it, one person's
+        # mostly reach it.
+        at_80 = "same_person_at_80" if self.match_pairs[j][2] else "other_person_under_80"
         return {
             "same_as_inprocess": abs(score - self.match_ref[j]) <= 1.0,
-            "same_person_at_80": (score >= 80) == self.match_pairs[j][2],
+            at_80: (score >= 80) == self.match_pairs[j][2],
         }
 
     def check_identify(self, env: dict[str, Any], k: int) -> dict[str, bool]:
@@ -691,6 +699,10 @@ def check_load(bench: Bench, route: str, s: dict[str, Any], r: _load.LoadResult)
     if route == "identify":
         person = r.rate("top1_person")
         assert person is not None and person >= MIN_PERSON, f"top-1 = person for {person}"
+    if route == "match":
+        assert r.rate("other_person_under_80") == 1.0, r.bad_examples
+        same_at_80 = r.rate("same_person_at_80")
+        assert same_at_80 is not None and same_at_80 >= MIN_SAME_AT_80, f"{same_at_80} at 80"
     if route == "detect":
         assert r.rate("all_fields") == 1.0, r.bad_examples
 
