@@ -54,7 +54,7 @@ class Keyed:
         body: Any = None,
         token: str | None = None,
         params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, Any] | None = None,  # str or raw bytes values
         source: str | None = None,
     ) -> dict[str, Any]:
         """POST a v3 route (or an absolute path) with an optional token; the envelope."""
@@ -493,7 +493,8 @@ def test_off_mode_checks_the_credentials_it_is_sent(server: Client) -> None:
         r = httpx.post(
             server.url + "/face-api/v3/group/list", params=params, json={}, headers=headers
         )
-        return r.json()
+        envelope: dict[str, Any] = r.json()
+        return envelope
 
     assert post({"appid": "off_b"})["error_code"] == 0
     assert post({"access_token": token})["error_code"] == 0

@@ -244,7 +244,10 @@ def comparable(envelope: dict[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in x]
         return x
 
-    return clean({k: v for k, v in envelope.items() if k not in ("log_id", "timestamp")})
+    out: dict[str, Any] = clean(
+        {k: v for k, v in envelope.items() if k not in ("log_id", "timestamp")}
+    )
+    return out
 
 
 def test_every_sdk_method_answers_as_the_private_route(pair: Pair) -> None:
