@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from facecore import Engine, decode_image
 from facecore.evaluation import (
     all_pairs,
     best_threshold_accuracy,
     cross_validated_accuracy,
-    nearest_to_centre,
-    read_pairs,
+    embed_central_faces,
+    lfw_images,
+    pair_similarities,
 )
 from facecore.score import score_to_similarity, similarity_to_score
 
@@ -32,25 +32,17 @@ def lfw() -> tuple[list[str], np.ndarray]:
     import cv2
 
     cv2.setNumThreads(1)
-    engine = Engine()
-    paths = sorted((LFW / "images").glob("*/*.jpg"))
-    emb = np.zeros((len(paths), 128), np.float32)
-    for i, p in enumerate(paths):
-        img = decode_image(p.read_bytes())
-        faces = engine.detect(img, max_faces=10, fields=("embedding",))
-        assert faces, f"no face found in {p.name}"
-        best = faces[nearest_to_centre([f.box for f in faces], img.shape[1], img.shape[0])]
-        assert best.embedding is not None
-        emb[i] = best.embedding
+    paths = lfw_images(LFW)
+    emb, found = embed_central_faces(paths)
+    assert found.all(), f"no face found in {[p.name for p, f in zip(paths, found) if not f]}"
     return [str(p.relative_to(LFW)) for p in paths], emb
 
 
 @pytest.mark.slow
 def test_pairs_accuracy_beats_dlib(lfw: tuple[list[str], np.ndarray]) -> None:
     names, emb = lfw
-    index = {n: i for i, n in enumerate(names)}
-    a, b, same = read_pairs(LFW / "pairs.txt")
-    sims = np.einsum("ij,ij->i", emb[[index[x] for x in a]], emb[[index[y] for y in b]])
+    paths = [LFW / n for n in names]
+    sims, same = pair_similarities(emb, np.ones(len(names), bool), paths, LFW)
     acc, _ = best_threshold_accuracy(sims, same)
     cv = cross_validated_accuracy(sims, same, np.arange(len(sims)) // 600)
     assert acc >= DLIB_REFERENCE_ACCURACY, f"best-threshold accuracy {acc:.4f}"
