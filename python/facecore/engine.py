@@ -29,46 +29,14 @@ from facecore.backend import Backend, OnnxRuntimeBackend
 from facecore.detect import MtcnnDetector
 from facecore.embed import Recognizer
 from facecore.errors import InvalidArgument, InvalidType, LivenessMissing
+from facecore.fields import ALWAYS_KEYS, ENGINE_ALIASES, FIELDS, NAMES, served, unsupported
 from facecore.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
 from facecore.liveness import Liveness
 from facecore.pose import head_pose
 from facecore.score import similarity_to_score
 
-# Field names accepted by Engine.detect (Baidu's face_field names, plus "embedding"/"emotion").
-FIELDS = frozenset(
-    {
-        "landmark",
-        "angle",
-        "age",
-        "gender",
-        "expression",
-        "emotion",
-        "eye_status",
-        "quality",
-        "embedding",
-        "liveness",
-    }
-)
-_ALIASES = {
-    "feature": "embedding",
-    "landmark72": "landmark",
-    "pose": "angle",
-    "landmarks": "landmark",
-}
 _NEEDS_MESH = {"landmark", "angle", "expression", "eye_status"}
 _NEEDS_CHIP = {"embedding", "quality"}
-
-# Baidu face_field values (and quality parts) with no honest model here, and why. They are left
-# out of answers and reported by Engine.capabilities(), never invented.
-UNSUPPORTED = {
-    "beauty": "no licence-clean attractiveness model exists, and a beauty score is not a measurement",
-    "glasses": "no glasses classifier ships in a registry package under a commercial-use licence",
-    "race": "no model; classifying race is also a liability we choose not to take",
-    "face_shape": "no labelled data or model to check a face-shape rule against",
-    "face_type": "no human/cartoon classifier in a registry package",
-    "parsing": "no face-parsing (segmentation) model in a registry package",
-    "occlusion": "needs a model trained on occluded faces; none ships under a usable licence",
-}
 
 ALIGNMENTS = ("dual", "mtcnn", "dlib5")
 CHIP_SIZE = 150
@@ -103,7 +71,7 @@ class Face:
 def normalise_fields(fields: tuple[str, ...] | list[str] | set[str] | frozenset[str]) -> set[str]:
     out = set()
     for f in fields:
-        name = _ALIASES.get(f, f)
+        name = NAMES.get(f) or ENGINE_ALIASES.get(f, f)
         if name not in FIELDS:
             raise InvalidArgument(f"unknown field {f!r}; supported: {', '.join(sorted(FIELDS))}")
         out.add(name)
@@ -266,25 +234,13 @@ class Engine:
     def capabilities(self) -> dict[str, Any]:
         """What this engine can compute: Baidu face_field names, quality parts, and what it cannot."""
         return {
-            "face_field": sorted(
-                {
-                    "age",
-                    "gender",
-                    "landmark",
-                    "expression",
-                    "emotion",
-                    "eye_status",
-                    "quality",
-                    "feature",
-                    "angle",
-                }
-            ),
-            "always": ["face_token", "location", "face_probability", "angle"],
+            "face_field": served(self.liveness is not None),
+            "always": list(ALWAYS_KEYS),
             "quality": ["blur", "illumination", "completeness"],
             "emotion": list(EMOTIONS),
             "embedding_dim": 128,
             "liveness": self.liveness is not None,
-            "unsupported": dict(UNSUPPORTED),
+            "unsupported": unsupported(self.liveness is not None),
         }
 
     def compare(self, a: Face, b: Face) -> float:

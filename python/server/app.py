@@ -20,6 +20,7 @@ from typing import Any
 import anyio.to_thread
 import facecore
 import orjson
+from facecore import fields
 from facecore.backend import OnnxRuntimeBackend
 from facecore.batching import BatchingBackend
 from facecore.engine import Engine
@@ -49,13 +50,7 @@ from facecore_server.errors import (
 from facecore_server.metrics import CONTENT_TYPE, Metrics
 from facecore_server.params import decode_base64
 from facecore_server.routes import CLOUD_H5, CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES, Op
-from facecore_server.service import (
-    FIELDS,
-    LIVENESS_LIMITS,
-    QUALITY_LIMITS,
-    UNSUPPORTED_REASONS,
-    FaceService,
-)
+from facecore_server.service import LIVENESS_LIMITS, QUALITY_LIMITS, FaceService
 from facecore_server.settings import Settings
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -249,23 +244,18 @@ class Server:
     def capabilities(self) -> dict[str, Any]:
         caps = self.engine.capabilities()
         s = self.settings
-        live = self.service.has_liveness
-        unsupported = {
-            k: v
-            for k, v in sorted(UNSUPPORTED_REASONS.items())
-            if not (live and k in ("liveness", "spoofing"))
-        }
+        live = caps["liveness"]
         return {
-            "face_field": sorted({*FIELDS, *(("liveness",) if live else ())}),
+            "face_field": caps["face_field"],
             "always": caps["always"],
             "quality": caps["quality"],
             "emotion": caps["emotion"],
-            "unsupported": unsupported,
+            "unsupported": caps["unsupported"],
             "image_type": ["BASE64", "FACE_TOKEN"] + (["URL"] if self.service.url_hosts else []),
             "quality_control": {
                 "values": ["NONE", *QUALITY_LIMITS],
                 "checks": {"blur": 223114, "illumination": 223115, "completeness": 223116},
-                "not_checked": {"occlusion": UNSUPPORTED_REASONS["occlusion"]},
+                "not_checked": dict(fields.NOT_MEASURED),
             },
             "liveness_control": {
                 "values": ["NONE", *LIVENESS_LIMITS] if live else ["NONE"],

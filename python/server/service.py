@@ -24,7 +24,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from facecore.engine import UNSUPPORTED, Engine, Face
+from facecore import fields
+from facecore.engine import Engine, Face
 from facecore.errors import LivenessMissing
 from facecore.image import decode_image, face_crop
 from facecore.library import FaceLibrary, NewFace, check_token
@@ -35,42 +36,6 @@ from facecore_server import params as P
 from facecore_server.errors import ApiError
 from facecore_server.fetch import fetch_image
 
-# face_field values: what we compute, and Baidu's names we know but leave out (with the reason in
-# /capabilities). Anything else is a 222017.
-FIELDS = {
-    "age": "age",
-    "gender": "gender",
-    "expression": "expression",
-    "emotion": "emotion",
-    "landmark": "landmark",
-    "landmark72": "landmark",
-    "eye_status": "eye_status",
-    "quality": "quality",
-    "feature": "embedding",
-    "angle": "angle",
-}
-UNSUPPORTED_FIELDS = {
-    "beauty": "beauty",
-    "glasses": "glasses",
-    "race": "race",
-    "face_shape": "face_shape",
-    "faceshape": "face_shape",
-    "face_type": "face_type",
-    "facetype": "face_type",
-    "parsing": "parsing",
-    "landmark150": "landmark150",
-    "liveness": "liveness",
-    "spoofing": "spoofing",
-    "mask": "mask",
-}
-UNSUPPORTED_REASONS = {
-    **UNSUPPORTED,
-    "landmark150": "no 150-point layout is defined for our 468-point mesh; landmark72 is served",
-    "liveness": "no liveness model is installed",
-    "spoofing": "no liveness model is installed",
-    "mask": "no mask classifier ships in a registry package under a usable licence",
-}
-
 # The spec's quality thresholds: illumination >= min, blur <= max, completeness >= min.
 # Occlusion (223113, 223121-223127) is never checked: no occlusion model (see /capabilities).
 QUALITY_LIMITS = {"LOW": (20.0, 0.8, 0), "NORMAL": (40.0, 0.6, 0), "HIGH": (100.0, 0.2, 1)}
@@ -80,9 +45,6 @@ LIVENESS_COUNTS = (1, 3, 8)  # images face/liveness takes
 SESSION_SECONDS = 300  # an H5 session code is valid 5 minutes, and for one video
 SESSION_DIGITS = 4
 _SESSION_ID = re.compile(r"S[0-9a-f]{22}")
-
-ALWAYS = ("angle", "embedding", "quality")  # computed for every detected face
-MATCH_FIELDS = ("embedding", "quality")  # computed for every face found in an image
 
 
 @dataclass
@@ -105,15 +67,17 @@ def face_fields(value: str | None, liveness: bool = False) -> set[str]:
     out: set[str] = set()
     for name in (value or "").split(","):
         name = name.strip().lower()
-        if liveness and name in ("liveness", "spoofing"):
-            out.add("liveness")
+        if not name:
             continue
-        if not name or name in UNSUPPORTED_FIELDS:
-            continue
-        if name not in FIELDS:
-            known = ", ".join(sorted({*FIELDS, *UNSUPPORTED_FIELDS}))
-            raise P.FACE_FIELD.error(f"has unknown field {name[:32]!r}; known fields: {known}")
-        out.add(FIELDS[name])
+        try:
+            field = fields.engine_field(name, liveness)
+        except KeyError:
+            known = ", ".join(fields.known())
+            raise P.FACE_FIELD.error(
+                f"has unknown field {name[:32]!r}; known fields: {known}"
+            ) from None
+        if field is not None:
+            out.add(field)
     return out
 
 
@@ -160,29 +124,18 @@ def face_attrs(f: Face) -> dict[str, Any]:
     return out
 
 
-_DETECT_KEYS = {
-    "age": ("age",),
-    "gender": ("gender",),
-    "expression": ("expression",),
-    "emotion": ("emotion",),
-    "landmark": ("landmark", "landmark72"),
-    "eye_status": ("eye_status",),
-    "quality": ("quality",),
-    "liveness": ("liveness",),
-}
-
-
 def detect_json(p: Probe, wanted: set[str]) -> dict[str, Any]:
-    """detect's face entry: the defaults (token, location, probability, angle) plus `wanted`."""
+    """detect's face entry: the keys every face has (face_token, location, probability, angle)
+    plus those of the `wanted` engine fields that were computed."""
     out: dict[str, Any] = {"face_token": p.token}
-    for key in ("location", "face_probability", "angle"):
+    for key in fields.ALWAYS_KEYS[1:]:
         if key in p.attrs:
             out[key] = p.attrs[key]
     for name in sorted(wanted):
-        for key in _DETECT_KEYS.get(name, ()):
+        for key in fields.FIELDS[name].keys:
             if key in p.attrs:
                 out[key] = p.attrs[key]
-    if "embedding" in wanted:
+    if "embedding" in wanted:  # the one field kept as an array, not in the answer's shape
         out["feature"] = base64.b64encode(p.embedding.astype("<f4").tobytes()).decode()
     return out
 
@@ -251,7 +204,7 @@ class FaceService:
         self,
         appid: str,
         body: dict[str, Any],
-        fields: tuple[str, ...] | set[str],
+        wanted: tuple[str, ...] | set[str],
         max_faces: int = 1,
         crop: bool = False,
     ) -> list[Probe]:
@@ -270,7 +223,7 @@ class FaceService:
         else:
             data = P.decode_base64(image)
         decoded = decode_image(data, self.max_pixels)
-        faces = self.engine.detect(decoded, max_faces, {*fields, *MATCH_FIELDS})
+        faces = self.engine.detect(decoded, max_faces, {*wanted, *fields.STORED})
         if not faces:
             raise ApiError(222202, "no face was found in the image")
         out = []
@@ -317,7 +270,7 @@ class FaceService:
     def detect(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
         max_faces = P.MAX_FACE_NUM.read(body)
         wanted = face_fields(P.FACE_FIELD.read(body), self.has_liveness)
-        probes = self.probes(appid, body, {*ALWAYS, *wanted}, max_faces)
+        probes = self.probes(appid, body, {*fields.ALWAYS, *wanted}, max_faces)
         return {"face_num": len(probes), "face_list": [detect_json(p, wanted) for p in probes]}
 
     def liveness(self, appid: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -331,7 +284,7 @@ class FaceService:
         faces = []
         for item in items:
             wanted = face_fields(P.FACE_FIELD.read(item), True) | {"liveness"}
-            p = self.probes(appid, item, {*ALWAYS, *wanted}, 1)[0]
+            p = self.probes(appid, item, {*fields.ALWAYS, *wanted}, 1)[0]
             if "liveness" not in p.attrs:  # a token detected without liveness
                 raise _no_liveness(p.token)
             faces.append(detect_json(p, wanted))
@@ -460,7 +413,7 @@ class FaceService:
         pics = []
         for p in r.pictures:
             # The frame's face again, now with its embedding; its liveness was scored above.
-            found = self.engine.detect(p.image, 1, ALWAYS)
+            found = self.engine.detect(p.image, 1, fields.ALWAYS)
             if not found:
                 continue
             face = found[0]
