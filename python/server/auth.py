@@ -22,13 +22,18 @@ import hmac
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.to_thread
 import facecore
 from facecore.keys import KeyInfo, KeyStore
-from facecore_server.errors import ApiError
+from facecore.library import check_appid
+from facecore_server.bodies import Bodies, read_form
+from facecore_server.errors import BUSY, ApiError, missing
+from facecore_server.responses import Answers, ORJSONResponse
 from starlette.requests import Request
+from starlette.responses import Response
 
 INVALID_TOKEN = 110
 EXPIRED_TOKEN = 111
@@ -83,8 +88,15 @@ def rate_limited(seconds: int) -> ApiError:
 
 
 class Auth:
-    def __init__(self, store: KeyStore, required: bool, limiter: FailureLimiter) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        required: bool,
+        limiter: FailureLimiter,
+        default_appid: str | None = None,
+    ) -> None:
         self.store, self.required, self.limiter = store, required, limiter
+        self.default_appid = default_appid
         # scrypt checks at once (16 MiB and one core each); more wait: a burst of guesses from
         # addresses not yet over their limit cannot take the machine's memory or every core.
         self._slow = anyio.CapacityLimiter(max(1, facecore.hardware_threads()))
@@ -125,6 +137,21 @@ class Auth:
         if len(appids) > 1:
             raise ApiError(NO_PERMISSION, "the access token and the API key are of two appids")
         return appids.pop()
+
+    async def appid(self, request: Request) -> str:
+        """The appid a request acts on: its credential's (a query appid must then be the same),
+        else the query's, else the default appid."""
+        bound = await self.caller(request)
+        appid = request.query_params.get("appid")
+        if bound is not None:
+            if appid not in (None, "", bound):
+                raise ApiError(NO_PERMISSION, "the appid in the query is not the credential's")
+            return str(bound)
+        if appid is None or appid == "":
+            if self.default_appid is None:
+                raise missing("appid")
+            return str(self.default_appid)
+        return str(check_appid(appid))
 
     def check_token(self, address: str, token: str) -> str:
         """The token's appid. A valid token is honoured whatever its address's failures (it
@@ -167,6 +194,68 @@ class Auth:
         return info
 
 
+def token_endpoint(
+    auth: Auth, bodies: Bodies, answers: Answers
+) -> Callable[[Request], Awaitable[Response]]:
+    """GET or POST /oauth/2.0/token?grant_type=client_credentials&client_id=<API key>
+    &client_secret=<secret key> (POST may send them as a form): an access token for the key's
+    appid, in OAuth 2.0's shapes (RFC 6749 5.1 and 5.2)."""
+
+    async def token(request: Request) -> Response:
+        call = answers.call(request, "oauth/token")
+        address = request.client.host if request.client else ""
+
+        def oauth(status: int, error: str, description: str, **headers: str) -> Response:
+            answers.record(call, error, description, status)
+            body = {"error": error, "error_description": description}
+            return ORJSONResponse(
+                body, status_code=status, headers={**headers, "Cache-Control": "no-store"}
+            )
+
+        params = dict(request.query_params)
+        if request.method == "POST" and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            try:
+                with bodies.admit(request, False, 8192) as ticket:
+                    form = await read_form(request, await bodies.read(request, ticket), max_files=0)
+            except ApiError as e:
+                if e.code == BUSY:
+                    return oauth(503, "temporarily_unavailable", str(e), **{"Retry-After": "1"})
+                return oauth(400, "invalid_request", str(e))
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+            await form.close()
+
+        grant, key, secret = (params.get(k) for k in ("grant_type", "client_id", "client_secret"))
+        if not grant:
+            return oauth(400, "invalid_request", "grant_type is missing")
+        if grant != "client_credentials":
+            return oauth(400, "unsupported_grant_type", "only client_credentials is supported")
+        if not key or not secret:
+            return oauth(400, "invalid_request", "client_id and client_secret are required")
+        try:
+            info = await auth.check_key(address, key, secret)
+        except ApiError as e:
+            if e.code == RATE_LIMITED:
+                wait = str(auth.wait(address, key))
+                return oauth(429, "invalid_client", str(e), **{"Retry-After": wait})
+            return oauth(401, "invalid_client", "Client authentication failed")
+        issued = await anyio.to_thread.run_sync(auth.store.issue, info)
+        call.appid = info.appid
+        answers.record(call, 0, None, 200)
+        return ORJSONResponse(
+            {
+                "access_token": issued.access_token,
+                "token_type": "bearer",
+                "expires_in": issued.expires_in,
+                "scope": SCOPE,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return token
+
+
 def bearer_matches(request: Request, token: str) -> bool:
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
@@ -175,4 +264,4 @@ def bearer_matches(request: Request, token: str) -> bool:
     )
 
 
-__all__ = ["SCOPE", "Auth", "FailureLimiter", "bearer_matches", "rate_limited"]
+__all__ = ["SCOPE", "Auth", "FailureLimiter", "bearer_matches", "rate_limited", "token_endpoint"]

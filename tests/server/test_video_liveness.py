@@ -200,16 +200,16 @@ def test_sessions_expire_after_five_minutes(
 
     from facecore import Engine
     from facecore.library import FaceLibrary
-    from facecore_server import service as svc
+    from facecore_server import h5
     from facecore_server.errors import ApiError
 
     with FaceLibrary(tmp_path / "lib") as lib:
-        s = svc.FaceService(Engine(models_dir=liveness_models), lib, 36_000_000)
-        first, second = s.session_code("app", {}), s.session_code("app", {})
+        s = h5.H5(Engine(models_dir=liveness_models), lib, 36_000_000)
+        first, second = s.session_code("app"), s.session_code("app")
         now = time.time()
-        monkeypatch.setattr(svc.time, "time", lambda: now + 299)
-        assert s._take_session(first["session_id"], None)["code"] == first["code"]
-        monkeypatch.setattr(svc.time, "time", lambda: now + 301)
+        monkeypatch.setattr(h5.time, "time", lambda: now + 299)
+        assert s.take_session(first["session_id"], None)["code"] == first["code"]
+        monkeypatch.setattr(h5.time, "time", lambda: now + 301)
         with pytest.raises(ApiError) as info:
-            s._take_session(second["session_id"], None)
+            s.take_session(second["session_id"], None)
         assert info.value.code == 222209 and "expired" in str(info.value)
