@@ -138,10 +138,10 @@ class Server:
     def endpoint(self, op: Op, h5: bool = False) -> Endpoint:
         """The endpoint of a v3 route: its appid, admission, body, then op.handler on a worker;
         `h5`: answered in the H5 envelope (the public cloud's v1 sessioncode path)."""
-        fn = getattr(self.service, op.handler)
+        handler, service = op.handler, self.service
 
         def work(appid: str, raw: bytes) -> Any:  # on a worker thread: parsing is work too
-            return fn(appid, parse_body(raw, op.counts))
+            return handler(service, appid, parse_body(raw, op.counts))
 
         async def handle(request: Request) -> Response:
             call = self.answers.call(request, op.path, h5)

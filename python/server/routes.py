@@ -1,12 +1,14 @@
-"""The v3 routes: one declaration each (path, aliases, parameters, result shape), from which the app
-registers its handlers and /openapi.json is written."""
+"""The v3 routes: one declaration each (path, handler, aliases, parameters, result shape), from which
+the app registers its endpoints and /openapi.json is written."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from facecore_server import params as P
+from facecore_server.service import FaceService
 
 # Path prefixes that all answer the same routes (DECISIONS.md, Transport).
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
@@ -83,7 +85,7 @@ def _list(items: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Op:
     path: str  # "face/detect", after a prefix
-    handler: str  # FaceService method
+    handler: Callable[[FaceService, str, Any], Any]  # (service, appid, body) -> result
     params: tuple[P.Param, ...]
     result: dict[str, Any] | None  # None: result is always null
     summary: str
@@ -100,7 +102,7 @@ _STORED = _obj(face_token=_STR, location=LOCATION)
 OPS = (
     Op(
         "face/detect",
-        "detect",
+        FaceService.detect,
         (*_IMAGE[:3], P.MAX_FACE_NUM, P.FACE_FIELD),
         _obj(face_num=_INT, face_list=_list(DETECT_FACE)),
         "Detect faces with their attributes",
@@ -108,7 +110,7 @@ OPS = (
     ),
     Op(
         "face/liveness",
-        "liveness",
+        FaceService.liveness,
         (*_IMAGE[:3], P.FACE_FIELD),
         _obj(
             face_liveness=_NUM,
@@ -121,14 +123,14 @@ OPS = (
     ),
     Op(
         "face/liveness/sessioncode",
-        "session_code",
+        FaceService.session_code,
         (),
         _obj(session_id=_STR, code=_STR),
         "A code to read aloud in an H5 liveness video, and its session (5 minutes, one video)",
     ),
     Op(
         "face/match",
-        "match",
+        FaceService.match,
         _IMAGE,
         _obj(score=_NUM, face_list=_list(_TOKEN_ONLY)),
         "Compare the largest faces of two images (score 0-100, 80 = FAR 1e-4)",
@@ -137,7 +139,7 @@ OPS = (
     ),
     Op(
         "face/identify",
-        "identify",
+        FaceService.identify,
         (*_IMAGE, *_SEARCH),
         _obj(face_token=_STR, user_list=_list(USER)),
         "Search groups for the users most like the largest face",
@@ -146,7 +148,7 @@ OPS = (
     ),
     Op(
         "face/multi-search",
-        "multi_search",
+        FaceService.multi_search,
         (*_IMAGE, *_SEARCH, P.MAX_FACE_NUM),
         _obj(
             face_num=_INT,
@@ -157,7 +159,7 @@ OPS = (
     ),
     Op(
         "face/add",
-        "add",
+        FaceService.add,
         (*_STORE, P.ADD_ACTION),
         _STORED,
         "Register the largest face for a user (creates group and user)",
@@ -165,7 +167,7 @@ OPS = (
     ),
     Op(
         "face/update",
-        "update",
+        FaceService.update,
         (*_STORE, P.UPDATE_ACTION),
         _STORED,
         "Replace all of a user's faces in a group with the largest face",
@@ -173,7 +175,7 @@ OPS = (
     ),
     Op(
         "face/list",
-        "face_list",
+        FaceService.face_list,
         (P.GROUP_ID, P.USER_ID),
         _obj(face_list=_list(_obj(face_token=_STR, ctime=_STR))),
         "A user's faces",
@@ -181,28 +183,28 @@ OPS = (
     ),
     Op(
         "face/delete",
-        "face_delete",
+        FaceService.face_delete,
         (P.GROUP_ID, P.USER_ID, P.FACE_TOKEN),
         None,
         "Delete one face of a user (the user goes with its last face)",
     ),
     Op(
         "user/copy",
-        "user_copy",
+        FaceService.user_copy,
         (P.USER_ID, P.SRC_GROUP_ID, P.DST_GROUP_ID),
         None,
         "Copy a user and its faces into another existing group",
     ),
     Op(
         "user/get",
-        "user_get",
+        FaceService.user_get,
         (P.GROUP_ID_OR_ALL, P.USER_ID),
         _obj(user_list=_list(_obj(user_info=_STR, group_id=_STR))),
         "A user's info and groups",
     ),
     Op(
         "user/list",
-        "user_list",
+        FaceService.user_list,
         (P.GROUP_ID, P.START, P.LENGTH),
         _obj(user_id_list=_list(_STR)),
         "User ids of a group",
@@ -210,22 +212,22 @@ OPS = (
     ),
     Op(
         "user/delete",
-        "user_delete",
+        FaceService.user_delete,
         (P.GROUP_ID_OR_ALL, P.USER_ID),
         None,
         "Delete a user from a group (or every group with @ALL)",
     ),
-    Op("group/add", "group_add", (P.GROUP_ID,), None, "Create an empty group"),
+    Op("group/add", FaceService.group_add, (P.GROUP_ID,), None, "Create an empty group"),
     Op(
         "group/delete",
-        "group_delete",
+        FaceService.group_delete,
         (P.GROUP_ID,),
         None,
         "Delete a group and everything in it (in the background)",
     ),
     Op(
         "group/list",
-        "group_list",
+        FaceService.group_list,
         (P.START, P.LENGTH),
         _obj(group_id_list=_list(_STR)),
         "Groups of the appid",

@@ -6,12 +6,14 @@ keeps answering."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from facecore_server import app as app_module
 from facecore_server.app import create_app
 from facecore_server.service import FaceService
 from facecore_server.settings import Settings
@@ -31,9 +33,12 @@ def boom(self: FaceService, appid: str, body: dict[str, Any]) -> Any:
 def test_an_unforeseen_exception_is_222302_not_a_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, handler: str
 ) -> None:
-    monkeypatch.setattr(FaceService, handler, boom)  # before the app binds its handlers
-    app = create_app(Settings(data_dir=tmp_path / "data", models_dir=MODELS_DIR, workers=1))
     route = {"group_list": "group/list", "detect": "face/detect"}[handler]
+    ops = tuple(
+        dataclasses.replace(op, handler=boom) if op.path == route else op for op in app_module.OPS
+    )
+    monkeypatch.setattr(app_module, "OPS", ops)  # the route table the app is built from
+    app = create_app(Settings(data_dir=tmp_path / "data", models_dir=MODELS_DIR, workers=1))
 
     async def calls() -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
