@@ -4,7 +4,7 @@ pool of worker threads behind a bounded queue.
 A request is admitted (`enter`) from its headers alone, before one byte of its body is read: it
 reserves its declared Content-Length (the body limit when it declares none) from a budget of body
 bytes held at once, and, for model routes, a place in the queue. When either is exhausted it is
-answered 222901 (system busy) at once, so a flood of large bodies is refused in microseconds and
+refused with Busy (system busy) at once, so a flood of large bodies is refused in microseconds and
 never read into memory. Admitted model work then waits for a worker at most `max_wait` seconds.
 Under any load a request therefore either starts within `max_wait` of its body arriving or is
 refused quickly, and the bodies held by the server never exceed `max_bytes`.
@@ -17,7 +17,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from facecore_server.errors import BUSY, ApiError
+from facecore.errors import Busy
 
 T = TypeVar("T")
 
@@ -69,12 +69,11 @@ class Admission:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="facecore")
 
     def enter(self, size: int, model: bool) -> Ticket:
-        """Admit a request whose body is at most `size` bytes, or refuse it with 222901 now."""
+        """Admit a request whose body is at most `size` bytes, or refuse it with Busy now."""
         if model and self.waiting >= self.max_queue:
-            raise ApiError(BUSY, f"{self.waiting} requests are already queued; try again shortly")
+            raise Busy(f"{self.waiting} requests are already queued; try again shortly")
         if self.bytes + size > self.max_bytes:
-            raise ApiError(
-                BUSY,
+            raise Busy(
                 f"{self.bytes} bytes of request bodies are already held (limit {self.max_bytes}); "
                 "try again shortly",
             )
@@ -88,8 +87,8 @@ class Admission:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.max_wait)
         except TimeoutError:
-            raise ApiError(
-                BUSY, f"no worker became free within {self.max_wait:g} s; try again shortly"
+            raise Busy(
+                f"no worker became free within {self.max_wait:g} s; try again shortly"
             ) from None
         finally:
             ticket.leave_queue()

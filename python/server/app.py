@@ -2,9 +2,9 @@
 service), and the Starlette app with its route table.
 
 Every v3 route is one entry of routes.OPS, whose handler (a FaceService method) runs on a worker:
-model-bound routes through the admission gate (bounded queue, 222901 when full), library routes on
+model-bound routes through the admission gate (bounded queue, Busy when full), library routes on
 a plain worker thread. Nothing blocking runs on the event loop. Unknown paths (404) and methods
-(405) are answered in the v3 envelope with error_code 3.
+(405) are answered in the v3 envelope, as UnsupportedMethod.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import facecore
 from facecore.backend import OnnxRuntimeBackend
 from facecore.batching import BatchingBackend
 from facecore.engine import Engine
+from facecore.errors import UnsupportedMethod
 from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
 from facecore.library import FaceLibrary
 from facecore_server import admin, capabilities, h5, openapi
 from facecore_server.admission import Admission
 from facecore_server.auth import Auth, FailureLimiter, bearer_matches, token_endpoint
 from facecore_server.bodies import Bodies, FramingGuard, parse_body
-from facecore_server.errors import UNSUPPORTED_METHOD, ApiError
 from facecore_server.metrics import CONTENT_TYPE, Metrics
 from facecore_server.responses import Answers, ORJSONResponse
 from facecore_server.routes import CLOUD_H5, CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES, Op
@@ -221,7 +221,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def not_routed(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         why = "no such API path" if status == 404 else f"{request.method} is not allowed here"
-        refused = ApiError(UNSUPPORTED_METHOD, f"{why}: {request.url.path}")
+        refused = UnsupportedMethod(f"{why}: {request.url.path}")
         return answers.error(answers.call(request, "unrouted"), refused, status)
 
     routes = [

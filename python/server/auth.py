@@ -1,19 +1,20 @@
-"""Who is calling: access tokens, API key + secret headers, and the limits on failed attempts.
+"""Who is calling: access tokens, API key + secret headers, the limits on failed attempts, the appid
+a request acts on, and the token endpoint that turns a key into an access token.
 
 Credentials, in the order they are looked at:
 - `access_token` in the query string (what Baidu's SDK sends), from `/oauth/2.0/token`;
 - the `X-Api-Key` and `X-Secret-Key` headers (for clients that do not want a token round trip).
 A valid credential binds the request to its key's appid; a query `appid` that names another one is
-refused with 6, whichever appids exist. Every credential that is sent is checked, and all must
-hold; `--auth required` also refuses requests that send none. Codes are the public cloud's: 110
-token invalid, 111 token expired, 14 key or secret wrong, 6 appid not the key's, 18 too many failed
-attempts.
+refused with NoPermission, whichever appids exist. Every credential that is sent is checked, and
+all must hold; `--auth required` also refuses requests that send none. The errors are the public
+cloud's (facecore.errors): TokenInvalid, TokenExpired, IamFailed (key or secret wrong),
+NoPermission (appid not the key's), RateLimited (too many failed attempts).
 
 Brute force: failed attempts are counted per client address and per API key over a sliding
-window; past the limit, new attempts are refused (18) before any secret is looked at, until the
-window has slid past the failures. What is already proven is not refused: a valid access token,
-or a key pair this process verified before, works from an address over its limit, so one
-misconfigured client behind a site's NAT does not lock out the site's working clients.
+window; past the limit, new attempts are refused (RateLimited) before any secret is looked at,
+until the window has slid past the failures. What is already proven is not refused: a valid
+access token, or a key pair this process verified before, works from an address over its limit, so
+one misconfigured client behind a site's NAT does not lock out the site's working clients.
 """
 
 from __future__ import annotations
@@ -27,19 +28,23 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.to_thread
 import facecore
+from facecore.errors import (
+    Busy,
+    FaceCoreError,
+    IamFailed,
+    NoPermission,
+    RateLimited,
+    TokenExpired,
+    TokenInvalid,
+)
 from facecore.keys import KeyInfo, KeyStore
 from facecore.library import check_appid
 from facecore_server.bodies import Bodies, read_form
-from facecore_server.errors import BUSY, ApiError, missing
+from facecore_server.params import missing
 from facecore_server.responses import Answers, ORJSONResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-INVALID_TOKEN = 110
-EXPIRED_TOKEN = 111
-NO_PERMISSION = 6
-IAM_FAILED = 14
-RATE_LIMITED = 18
 SCOPE = "public brain_all_scope"  # the SDK uses tokens only when brain_all_scope is granted
 _MAX_BUCKETS = 100_000  # addresses tracked at once; past this, buckets older than the window go
 
@@ -83,10 +88,6 @@ class FailureLimiter:
         table.setdefault(name, deque(maxlen=limit)).append(now)
 
 
-def rate_limited(seconds: int) -> ApiError:
-    return ApiError(RATE_LIMITED, f"too many failed authentication attempts; retry in {seconds} s")
-
-
 class Auth:
     def __init__(
         self,
@@ -105,25 +106,24 @@ class Auth:
         """The credentials' appid, or None when the request sent none and none is required.
 
         Every credential sent is checked, and all must hold: a wrong key pair next to a good
-        token is 14, not the token's appid; a token and a key of two appids are 6. A bce-auth-v1
-        signature is a credential too, one this server cannot check (it keeps no plain secret):
-        14 in both modes, so a client that means a key never lands in the default appid."""
+        token is IamFailed, not the token's appid; a token and a key of two appids are
+        NoPermission. A bce-auth-v1 signature is a credential too, one this server cannot check
+        (it keeps no plain secret): IamFailed in both modes, so a client that means a key never
+        lands in the default appid."""
         token = request.query_params.get("access_token")
         api_key = request.headers.get("x-api-key")
         secret = request.headers.get("x-secret-key")
         signed = request.headers.get("authorization", "").lower().startswith("bce-auth-v1/")
         address = request.client.host if request.client else ""
         if signed:
-            raise ApiError(
-                IAM_FAILED,
+            raise IamFailed(
                 "bce-auth-v1 request signing is not supported: the SDK signs requests when "
                 "/oauth/2.0/token refused its API key and secret; check them",
             )
         if token is None and api_key is None and secret is None:
             if not self.required:
                 return None
-            raise ApiError(
-                INVALID_TOKEN,
+            raise TokenInvalid(
                 "credentials are required: an access_token query parameter (from "
                 "/oauth/2.0/token) or the X-Api-Key and X-Secret-Key headers",
             )
@@ -132,10 +132,10 @@ class Auth:
             appids.add(self.check_token(address, token))
         if api_key is not None or secret is not None:
             if not api_key or not secret:
-                raise ApiError(IAM_FAILED, "X-Api-Key and X-Secret-Key must be sent together")
+                raise IamFailed("X-Api-Key and X-Secret-Key must be sent together")
             appids.add((await self.check_key(address, api_key, secret)).appid)
         if len(appids) > 1:
-            raise ApiError(NO_PERMISSION, "the access token and the API key are of two appids")
+            raise NoPermission("the access token and the API key are of two appids")
         return appids.pop()
 
     async def appid(self, request: Request) -> str:
@@ -145,7 +145,7 @@ class Auth:
         appid = request.query_params.get("appid")
         if bound is not None:
             if appid not in (None, "", bound):
-                raise ApiError(NO_PERMISSION, "the appid in the query is not the credential's")
+                raise NoPermission("the appid in the query is not the credential's")
             return str(bound)
         if appid is None or appid == "":
             if self.default_appid is None:
@@ -156,41 +156,39 @@ class Auth:
     def check_token(self, address: str, token: str) -> str:
         """The token's appid. A valid token is honoured whatever its address's failures (it
         cannot be guessed, and behind NAT one address is a whole site); an invalid one is a
-        failure, refused with 18 once the address is over its limit."""
+        failure, refused with RateLimited once the address is over its limit."""
         state, appid = self.store.token(token)
         if state == "valid" and appid is not None:
             return appid
         if state == "expired":
-            raise ApiError(EXPIRED_TOKEN, "the access token has expired: get a new one")
+            raise TokenExpired("the access token has expired: get a new one")
         wait = self.wait(address, None)
         if wait:
-            raise rate_limited(wait)
+            raise RateLimited(wait)
         self.limiter.failed(address)
-        raise ApiError(
-            INVALID_TOKEN, "the access token is not valid (unknown, malformed or revoked)"
-        )
+        raise TokenInvalid("the access token is not valid (unknown, malformed or revoked)")
 
     def wait(self, address: str, api_key: str | None) -> int:
         """Whole seconds until an attempt from `address` (for `api_key`) is allowed; 0: now."""
         return math.ceil(self.limiter.retry_after(address, api_key))
 
     async def check_key(self, address: str, api_key: str, secret: str) -> KeyInfo:
-        """The key when the secret is right; else 14, counted as a failure. A pair this process
-        has verified before is honoured at once; any other is refused with 18, before its scrypt,
-        while its address or key is over the failure limit."""
+        """The key when the secret is right; else IamFailed, counted as a failure. A pair this
+        process has verified before is honoured at once; any other is refused with RateLimited,
+        before its scrypt, while its address or key is over the failure limit."""
         info = self.store.verified(api_key, secret) if secret else None
         if info is not None:
             return info
         wait = self.wait(address, api_key)
         if wait:
-            raise rate_limited(wait)
+            raise RateLimited(wait)
         if secret:
             info = await anyio.to_thread.run_sync(
                 self.store.check, api_key, secret, limiter=self._slow
             )
         if info is None:
             self.limiter.failed(address, api_key if self.store.key(api_key) else None)
-            raise ApiError(IAM_FAILED, "the API key and secret key were not accepted")
+            raise IamFailed("the API key and secret key were not accepted")
         return info
 
 
@@ -219,9 +217,9 @@ def token_endpoint(
             try:
                 with bodies.admit(request, False, 8192) as ticket:
                     form = await read_form(request, await bodies.read(request, ticket), max_files=0)
-            except ApiError as e:
-                if e.code == BUSY:
-                    return oauth(503, "temporarily_unavailable", str(e), **{"Retry-After": "1"})
+            except Busy as e:
+                return oauth(503, "temporarily_unavailable", str(e), **{"Retry-After": "1"})
+            except FaceCoreError as e:  # a body too large, too slow, or not a form
                 return oauth(400, "invalid_request", str(e))
             params.update({k: v for k, v in form.items() if isinstance(v, str)})
             await form.close()
@@ -235,10 +233,9 @@ def token_endpoint(
             return oauth(400, "invalid_request", "client_id and client_secret are required")
         try:
             info = await auth.check_key(address, key, secret)
-        except ApiError as e:
-            if e.code == RATE_LIMITED:
-                wait = str(auth.wait(address, key))
-                return oauth(429, "invalid_client", str(e), **{"Retry-After": wait})
+        except RateLimited as e:
+            return oauth(429, "invalid_client", str(e), **{"Retry-After": str(e.retry_after)})
+        except IamFailed:
             return oauth(401, "invalid_client", "Client authentication failed")
         issued = await anyio.to_thread.run_sync(auth.store.issue, info)
         call.appid = info.appid
@@ -264,4 +261,4 @@ def bearer_matches(request: Request, token: str) -> bool:
     )
 
 
-__all__ = ["SCOPE", "Auth", "FailureLimiter", "bearer_matches", "rate_limited", "token_endpoint"]
+__all__ = ["SCOPE", "Auth", "FailureLimiter", "bearer_matches", "token_endpoint"]

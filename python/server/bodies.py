@@ -9,8 +9,8 @@ from typing import Any
 
 import anyio
 import orjson
+from facecore.errors import BadBody, BadImage, WrongImageCount
 from facecore_server.admission import Admission, Ticket
-from facecore_server.errors import MISSING, ApiError
 from facecore_server.responses import Answers
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -26,7 +26,7 @@ class Bodies:
         self.admission, self.max_body, self.timeout = admission, max_body, timeout
 
     def admit(self, request: Request, model: bool, limit: int | None = None) -> Ticket:
-        """Admission from the headers alone, before the body is read (222901 at once when full)."""
+        """Admission from the headers alone, before the body is read (Busy at once when full)."""
         return self.admission.enter(body_size(request, limit or self.max_body), model)
 
     async def read(self, request: Request, ticket: Ticket) -> bytes:
@@ -37,14 +37,15 @@ class Bodies:
 
 def body_size(request: Request, limit: int) -> int:
     """The most bytes the request's body can be, from its headers alone (before any is read):
-    its Content-Length, or `limit` for a chunked body; 222013 over the limit."""
+    its Content-Length, or `limit` for a chunked body; BadImage over the limit (the body is
+    the image's)."""
     declared = request.headers.get("content-length")
     if declared is None:
         return limit
     if not (declared.isascii() and declared.isdigit()):
-        raise ApiError(MISSING, f"Content-Length {declared[:32]!r} is not a byte count")
+        raise BadBody(f"Content-Length {declared[:32]!r} is not a byte count")
     if int(declared) > limit:
-        raise ApiError(222013, f"the request body is {declared} bytes; the limit is {limit}")
+        raise BadImage(f"the request body is {declared} bytes; the limit is {limit}")
     return int(declared)
 
 
@@ -57,10 +58,10 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ApiError(222013, f"the request body is over the {limit}-byte limit")
+                raise BadImage(f"the request body is over the {limit}-byte limit")
             chunks.append(chunk)
     if waited.cancelled_caught:
-        raise ApiError(MISSING, f"the request body did not arrive within {timeout:g} s")
+        raise BadBody(f"the request body did not arrive within {timeout:g} s")
     return b"".join(chunks)
 
 
@@ -71,7 +72,7 @@ def _json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         if "number is infinity" not in str(e):
-            raise ApiError(MISSING, f"the request body is not valid JSON ({e})") from None
+            raise BadBody(f"the request body is not valid JSON ({e})") from None
 
     def constant(name: str) -> Any:  # NaN and Infinity are not JSON
         raise ValueError(f"{name} is not a JSON value")
@@ -82,7 +83,7 @@ def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=constant, parse_int=integer)
     except ValueError as e:  # JSONDecodeError, too many digits, a constant
-        raise ApiError(MISSING, f"the request body is not valid JSON ({e})") from None
+        raise BadBody(f"the request body is not valid JSON ({e})") from None
 
 
 def parse_body(raw: bytes, counts: tuple[int, ...] = ()) -> Any:
@@ -91,18 +92,18 @@ def parse_body(raw: bytes, counts: tuple[int, ...] = ()) -> Any:
     if counts:
         wanted = " or ".join(str(n) for n in counts)
         if not isinstance(body, list) or len(body) not in counts:
-            raise ApiError(222208, f"the body must be a JSON array of {wanted} image objects")
+            raise WrongImageCount(f"the body must be a JSON array of {wanted} image objects")
         if not all(isinstance(item, dict) for item in body):
-            raise ApiError(222208, "each element of the array must be a JSON object")
+            raise WrongImageCount("each element of the array must be a JSON object")
         return body
     if not isinstance(body, dict):
-        raise ApiError(MISSING, "the request body must be a JSON object")
+        raise BadBody("the request body must be a JSON object")
     return body
 
 
 async def read_form(request: Request, raw: bytes, **limits: Any) -> FormData:
     """The multipart or url-encoded form of a body already read (`raw`), parsed by Starlette
-    within `limits`; 222001 when it is malformed. The caller closes it."""
+    within `limits`; BadBody when it is malformed. The caller closes it."""
 
     async def replay() -> dict[str, Any]:  # the form parser reads the body we already hold
         return {"type": "http.request", "body": raw, "more_body": False}
@@ -110,14 +111,14 @@ async def read_form(request: Request, raw: bytes, **limits: Any) -> FormData:
     try:
         return await Request(request.scope, replay).form(**limits)
     except (HTTPException, MultiPartException, ValueError) as e:  # malformed form
-        raise ApiError(MISSING, f"the form could not be parsed ({type(e).__name__})") from None
+        raise BadBody(f"the form could not be parsed ({type(e).__name__})") from None
 
 
 class FramingGuard:
     """Refuses, before any route sees it, a request whose body framing is ambiguous: both
     Content-Length and Transfer-Encoding, or two Content-Lengths. A proxy in front that reads the
     other header would see another request boundary than we do (request smuggling); RFC 9112 6.3
-    says to treat it as an error and close the connection. HTTP 400, the v3 envelope (222001)."""
+    says to treat it as an error and close the connection. HTTP 400, the v3 envelope (BadBody)."""
 
     def __init__(self, app: ASGIApp, answers: Answers) -> None:
         self.app, self.answers = app, answers
@@ -127,8 +128,7 @@ class FramingGuard:
             names = [name.lower() for name, _ in scope["headers"]]
             lengths = names.count(b"content-length")
             if lengths > 1 or (lengths and b"transfer-encoding" in names):
-                refused = ApiError(
-                    MISSING,
+                refused = BadBody(
                     "ambiguous body framing: a request may carry one Content-Length or "
                     "a Transfer-Encoding, not both (RFC 9112 6.3)",
                 )

@@ -7,14 +7,9 @@ from typing import Any
 
 from facecore import fields
 from facecore.engine import Engine
+from facecore.errors import LivenessFailed, LivenessMissing
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
-from facecore_server.controls import (
-    LIVENESS_FAILED,
-    LIVENESS_LIMITS,
-    LIVENESS_MISSING,
-    QUALITY_CODES,
-    QUALITY_LIMITS,
-)
+from facecore_server.controls import LIVENESS_LIMITS, QUALITY_ERRORS, QUALITY_LIMITS
 from facecore_server.settings import Settings
 
 
@@ -33,15 +28,15 @@ def document(settings: Settings, engine: Engine, url: bool, workers: int) -> dic
         "image_type": ["BASE64", "FACE_TOKEN"] + (["URL"] if url else []),
         "quality_control": {
             "values": ["NONE", *QUALITY_LIMITS],
-            "checks": dict(QUALITY_CODES),
+            "checks": {part: error.code for part, error in QUALITY_ERRORS.items()},
             "not_checked": dict(fields.NOT_MEASURED),
         },
         "liveness_control": {
             "values": ["NONE", *LIVENESS_LIMITS] if live else ["NONE"],
             "thresholds": LIVENESS_LIMITS if live else {},
             "installed": live,
-            "missing": LIVENESS_MISSING,
-            "failed": LIVENESS_FAILED,
+            "missing": LivenessMissing.code,
+            "failed": LivenessFailed.code,
         },
         "liveness": {"thresholds": LIVENESS_THRESHOLDS, "images": [1, 3, 8]} if live else None,
         "embedding_dim": caps["embedding_dim"],

@@ -5,26 +5,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from facecore.errors import (
+    FaceBlurred,
+    FaceCoreError,
+    IncompleteFace,
+    LivenessFailed,
+    LivenessMissing,
+    PoorLight,
+    QualityUnmeasured,
+)
 from facecore_server import params as P
-from facecore_server.errors import ApiError
 from facecore_server.faces import Probe
 
 # The spec's quality thresholds: illumination >= min, blur <= max, completeness >= min.
-# Occlusion (223113, 223121-223127) is never checked: no occlusion model (see /capabilities).
+# Occlusion is never checked: no occlusion model (facecore.errors.UNSENT, /capabilities).
 QUALITY_LIMITS = {"LOW": (20.0, 0.8, 0), "NORMAL": (40.0, 0.6, 0), "HIGH": (100.0, 0.2, 1)}
-# The spec's liveness_control thresholds: a face scoring under them answers 223120.
+# The spec's liveness_control thresholds: a face scoring under them is LivenessFailed.
 LIVENESS_LIMITS = {"LOW": 0.05, "NORMAL": 0.3, "HIGH": 0.9}
-# What a face failing each quality check answers (/capabilities lists them).
-QUALITY_CODES = {"blur": 223114, "illumination": 223115, "completeness": 223116}
-LIVENESS_MISSING, LIVENESS_FAILED = 223119, 223120
+# What a face failing each quality check raises (/capabilities lists their codes).
+QUALITY_ERRORS: dict[str, type[FaceCoreError]] = {
+    "blur": FaceBlurred,
+    "illumination": PoorLight,
+    "completeness": IncompleteFace,
+}
 
 
 def liveness_control(body: dict[str, Any], installed: bool) -> str:
-    """The request's liveness_control; 223119 when it asks for liveness the server lacks."""
+    """The request's liveness_control; LivenessMissing when it asks for liveness the server
+    lacks."""
     control: str = P.LIVENESS_CONTROL.read(body)
     if control != "NONE" and not installed:
-        raise ApiError(
-            LIVENESS_MISSING,
+        raise LivenessMissing(
             f"liveness_control={control} needs the liveness models, which are not installed "
             "on this server (use NONE, or install them: README, Liveness)",
             "liveness_control",
@@ -38,25 +49,19 @@ def check_quality(p: Probe, control: str) -> None:
     min_light, max_blur, min_complete = QUALITY_LIMITS[control]
     q = p.attrs.get("quality")
     if q is None:  # cannot happen for faces FaceCore detected; a token always carries quality
-        raise ApiError(223118, "the face has no quality measurement to check")
+        raise QualityUnmeasured("the face has no quality measurement to check")
     if q["blur"] > max_blur:
-        raise ApiError(
-            QUALITY_CODES["blur"], f"face blur {q['blur']:.3f} is over {max_blur} ({control})"
-        )
+        raise FaceBlurred(f"face blur {q['blur']:.3f} is over {max_blur} ({control})")
     if q["illumination"] < min_light:
-        raise ApiError(
-            QUALITY_CODES["illumination"],
-            f"face illumination {q['illumination']:.0f} is under {min_light:g} ({control})",
+        raise PoorLight(
+            f"face illumination {q['illumination']:.0f} is under {min_light:g} ({control})"
         )
     if q["completeness"] < min_complete:
-        raise ApiError(
-            QUALITY_CODES["completeness"], f"the face is not wholly inside the image ({control})"
-        )
+        raise IncompleteFace(f"the face is not wholly inside the image ({control})")
 
 
-def no_liveness(token: str) -> ApiError:
-    return ApiError(
-        LIVENESS_MISSING,
+def no_liveness(token: str) -> LivenessMissing:
+    return LivenessMissing(
         f"face_token {token} was detected without liveness: send the image itself, or detect "
         "it with face_field=liveness first",
     )
@@ -69,8 +74,7 @@ def check_liveness(p: Probe, control: str) -> None:
     if live is None:
         raise no_liveness(p.token)
     if live["livemapscore"] < LIVENESS_LIMITS[control]:
-        raise ApiError(
-            LIVENESS_FAILED,
+        raise LivenessFailed(
             f"liveness score {live['livemapscore']:.3f} is under {LIVENESS_LIMITS[control]} "
             f"({control})",
         )

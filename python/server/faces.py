@@ -35,7 +35,7 @@ def r(x: float, digits: int = 8) -> float:
 
 
 def face_fields(value: str | None, liveness: bool = False) -> set[str]:
-    """Engine fields for a face_field string; unknown names are a 222017. "liveness" is computed
+    """Engine fields for a face_field string; unknown names are BadFaceField. "liveness" is computed
     when the liveness models are installed (`liveness`), else left out like the unsupported."""
     out: set[str] = set()
     for name in (value or "").split(","):

@@ -8,9 +8,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from facecore_server.errors import ApiError
-
-DOWNLOAD_FAILED = 222204
+from facecore.errors import BadImage, BadImageType, DownloadFailed
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -23,21 +21,19 @@ _opener = urllib.request.build_opener(_NoRedirect)
 
 def fetch_image(url: str, hosts: frozenset[str], max_bytes: int, timeout: float) -> bytes:
     if not hosts:
-        raise ApiError(
-            222015, "image_type URL is disabled on this server (see --url-hosts)", "image_type"
-        )
+        raise BadImageType("image_type URL is disabled on this server (see --url-hosts)")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(222013, "image must be an http(s) URL when image_type is URL", "image")
+        raise BadImage("image must be an http(s) URL when image_type is URL")
     if parts.hostname.lower() not in hosts:
-        raise ApiError(DOWNLOAD_FAILED, f"host {parts.hostname!r} is not in the URL allow-list")
+        raise DownloadFailed(f"host {parts.hostname!r} is not in the URL allow-list")
     try:
         with _opener.open(urllib.request.Request(url, method="GET"), timeout=timeout) as r:
             if r.status != 200:
-                raise ApiError(DOWNLOAD_FAILED, f"the image URL answered HTTP {r.status}")
+                raise DownloadFailed(f"the image URL answered HTTP {r.status}")
             data: bytes = r.read(max_bytes + 1)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise ApiError(DOWNLOAD_FAILED, f"the image URL could not be fetched: {e}") from None
+        raise DownloadFailed(f"the image URL could not be fetched: {e}") from None
     if len(data) > max_bytes:
-        raise ApiError(DOWNLOAD_FAILED, f"the image at the URL is over {max_bytes} bytes")
+        raise DownloadFailed(f"the image at the URL is over {max_bytes} bytes")
     return data

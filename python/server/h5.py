@@ -19,14 +19,13 @@ from typing import Any
 import cv2
 from facecore import fields
 from facecore.engine import Engine
-from facecore.errors import LivenessMissing
+from facecore.errors import BadImage, FaceTokenNotFound, LivenessMissing, MissingParam
 from facecore.library import FaceLibrary
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.video import Video, analyse
 from facecore_server.bodies import parse_body, read_form
-from facecore_server.errors import ApiError, missing
 from facecore_server.faces import face_attrs, r
-from facecore_server.params import decode_base64
+from facecore_server.params import decode_base64, missing
 from starlette.requests import Request
 
 SESSION_SECONDS = 300  # an H5 session code is valid 5 minutes, and for one video
@@ -59,7 +58,7 @@ class H5:
         if session_id is None or session_id == "":
             raise missing("session_id")
         if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-            raise ApiError(222209, "session_id is not one this server issued")
+            raise FaceTokenNotFound("session_id is not one this server issued")
         with self._sessions:
             raw = self.library.kv_get("h5session", session_id)
             record: dict[str, Any] | None = json.loads(raw) if raw else None
@@ -69,8 +68,7 @@ class H5:
                 or record["expires"] < time.time()
                 or appid not in (None, record["appid"])
             ):
-                raise ApiError(
-                    222209,
+                raise FaceTokenNotFound(
                     f"session {session_id} does not exist, has expired ({SESSION_SECONDS // 60} "
                     "minutes) or was already used: ask for a new code",
                 )
@@ -91,9 +89,7 @@ class H5:
         if not self.has_liveness:
             raise LivenessMissing()
         if not video:
-            raise ApiError(
-                222001, "required parameter 'video' (or video_base64) is missing", "video"
-            )
+            raise MissingParam("required parameter 'video' (or video_base64) is missing", "video")
         session = self.take_session(session_id, appid)
         # Checked before any frame is decoded, then streamed: the per-frame limit is the image
         # one (--max-pixels), capped at 1920x1080 for video (facecore.video).
@@ -159,9 +155,9 @@ def _video_fields(values: dict[str, Any]) -> tuple[object, bytes | None]:
     if text is None or text == "":
         return values.get("session_id"), None
     if not isinstance(text, str):
-        raise ApiError(222013, "video_base64 must be a base64 string", "video_base64")
+        raise BadImage("video_base64 must be a base64 string")
     try:
         video = decode_base64(text)
-    except ApiError:
-        raise ApiError(222013, "video_base64 is not valid base64", "video_base64") from None
+    except BadImage:
+        raise BadImage("video_base64 is not valid base64") from None
     return values.get("session_id"), video

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from facecore.errors import Busy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -70,7 +71,7 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8),
             registry=r,
         )
-        self.busy = Counter("facecore_rejected_busy", "requests answered 222901", registry=r)
+        self.busy = Counter("facecore_rejected_busy", f"requests answered {Busy.code}", registry=r)
         self.up = Gauge("facecore_up", "1 while the server runs", registry=r)
         self.up.set(1)
 

@@ -15,8 +15,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from facecore.errors import (
+    BadFaceField,
+    BadFaceToken,
+    BadFaceType,
+    BadGroupId,
+    BadGroupIdList,
+    BadImage,
+    BadImageType,
+    BadLength,
+    BadLivenessControl,
+    BadMatchThreshold,
+    BadMaxFaceNum,
+    BadMaxUserNum,
+    BadQualityControl,
+    BadStart,
+    BadUserId,
+    BadUserInfo,
+    FaceCoreError,
+    MissingParam,
+    TooManyGroups,
+    UserNotFound,
+)
 from facecore.library import is_id
-from facecore_server.errors import ApiError, missing
 
 _ID = "^[A-Za-z0-9_]+$"  # the OpenAPI pattern (ECMA: "$" is the end); checked by is_id
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -27,7 +48,7 @@ _NOT_B64 = re.compile(rb"[^A-Za-z0-9+/=]")
 class Param:
     name: str
     kind: str  # "string" | "integer" | "number" | "enum" | "id" | "list"
-    code: int  # the spec's format-error code for this parameter
+    error_type: type[FaceCoreError]  # what a malformed value raises: the spec's code for it
     required: bool = False
     default: Any = None
     minimum: float | None = None
@@ -37,6 +58,10 @@ class Param:
     empty_ok: bool = False  # "" is a value (user_info: clears it), not an absent parameter
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def code(self) -> int | None:
+        return self.error_type.code
 
     def schema(self) -> dict[str, Any]:
         s: dict[str, Any]
@@ -106,10 +131,14 @@ class Param:
         number: int | float = value
         return number
 
-    def error(self, why: str) -> ApiError:
-        # Only a missing parameter is named in 222001's "param[] is null" (match_threshold's
-        # format errors share the code, the table having none of their own).
-        return ApiError(self.code, f"{self.name} {why}", None if self.code == 222001 else self.name)
+    def error(self, why: str) -> FaceCoreError:
+        """The error for a malformed value (not a missing one: `missing`)."""
+        return self.error_type(f"{self.name} {why}")
+
+
+def missing(name: str) -> MissingParam:
+    """The error for a required parameter that is absent, named in its error_msg."""
+    return MissingParam(f"required parameter {name!r} is missing", name)
 
 
 def _num(x: float | None) -> str:
@@ -122,68 +151,75 @@ FACE_TYPES = ("LIVE", "IDCARD", "WATERMARK", "CERT", "INFRARED")
 IMAGE = Param(
     "image",
     "string",
-    222013,
+    BadImage,
     required=True,
     description="BASE64 image data, or a face_token when image_type is FACE_TOKEN",
 )
 IMAGE_TYPE = Param(
     "image_type",
     "enum",
-    222015,
+    BadImageType,
     required=True,
     choices=("BASE64", "FACE_TOKEN", "URL"),
     description="URL only works for hosts the server allow-lists (--url-hosts)",
 )
-MAX_FACE_NUM = Param("max_face_num", "integer", 222016, default=1, minimum=1, maximum=10)
+MAX_FACE_NUM = Param("max_face_num", "integer", BadMaxFaceNum, default=1, minimum=1, maximum=10)
 FACE_FIELD = Param(
     "face_field",
     "string",
-    222017,
+    BadFaceField,
     max_bytes=512,
     description="comma-separated: age, gender, expression, emotion, landmark, "
     "eye_status, quality, feature, ... (see GET /face-api/v3/capabilities)",
 )
-FACE_TYPE = Param("face_type", "enum", 222024, default="LIVE", choices=FACE_TYPES)
-QUALITY_CONTROL = Param("quality_control", "enum", 222019, default="NONE", choices=CONTROLS)
-LIVENESS_CONTROL = Param("liveness_control", "enum", 222020, default="NONE", choices=CONTROLS)
-GROUP_ID = Param("group_id", "id", 222006, required=True, max_bytes=48)
+FACE_TYPE = Param("face_type", "enum", BadFaceType, default="LIVE", choices=FACE_TYPES)
+QUALITY_CONTROL = Param(
+    "quality_control", "enum", BadQualityControl, default="NONE", choices=CONTROLS
+)
+LIVENESS_CONTROL = Param(
+    "liveness_control", "enum", BadLivenessControl, default="NONE", choices=CONTROLS
+)
+GROUP_ID = Param("group_id", "id", BadGroupId, required=True, max_bytes=48)
 GROUP_ID_OR_ALL = Param(
     "group_id",
     "string",
-    222006,
+    BadGroupId,
     required=True,
     max_bytes=48,
     extra={"pattern": "^(@ALL|[A-Za-z0-9_]+)$"},
     description="a group id, or @ALL for every group of the appid",
 )
-SRC_GROUP_ID = Param("src_group_id", "id", 222006, required=True, max_bytes=48)
-DST_GROUP_ID = Param("dst_group_id", "id", 222006, required=True, max_bytes=48)
-USER_ID = Param("user_id", "id", 222018, required=True, max_bytes=128)
+SRC_GROUP_ID = Param("src_group_id", "id", BadGroupId, required=True, max_bytes=48)
+DST_GROUP_ID = Param("dst_group_id", "id", BadGroupId, required=True, max_bytes=48)
+USER_ID = Param("user_id", "id", BadUserId, required=True, max_bytes=128)
 USER_ID_OPTIONAL = Param(
-    "user_id", "id", 222018, max_bytes=128, description="search only this user's faces"
+    "user_id", "id", BadUserId, max_bytes=128, description="search only this user's faces"
 )
-USER_INFO = Param("user_info", "string", 222010, max_bytes=256, empty_ok=True)
-FACE_TOKEN = Param("face_token", "id", 222025, required=True, max_bytes=64)
+USER_INFO = Param("user_info", "string", BadUserInfo, max_bytes=256, empty_ok=True)
+FACE_TOKEN = Param("face_token", "id", BadFaceToken, required=True, max_bytes=64)
 GROUP_ID_LIST = Param(
     "group_id_list",
     "string",
-    222005,
+    BadGroupIdList,
     required=True,
     max_bytes=10 * 49,
     description="up to 10 comma-separated group ids",
 )
-MATCH_THRESHOLD = Param("match_threshold", "number", 222001, default=0, minimum=0, maximum=100)
-MAX_USER_NUM = Param("max_user_num", "integer", 222021, default=1, minimum=1, maximum=20)
-START = Param("start", "integer", 222002, default=0, minimum=0, maximum=2**31 - 1)
-LENGTH = Param("length", "integer", 222003, default=100, minimum=1, maximum=1000)
+MATCH_THRESHOLD = Param(
+    "match_threshold", "number", BadMatchThreshold, default=0, minimum=0, maximum=100
+)
+MAX_USER_NUM = Param("max_user_num", "integer", BadMaxUserNum, default=1, minimum=1, maximum=20)
+START = Param("start", "integer", BadStart, default=0, minimum=0, maximum=2**31 - 1)
+LENGTH = Param("length", "integer", BadLength, default=100, minimum=1, maximum=1000)
 
 # The public cloud's action_type (an extension of the private routes): add APPENDs a face to the
 # user's, or REPLACEs them when the user exists; update UPDATEs an existing user only, or REPLACEs
-# (registering the user when missing). No code of the table fits its format error: 222001.
+# (registering the user when missing). No code of the table fits its format error: MissingParam's,
+# unnamed ("param[] is null", as for match_threshold).
 ADD_ACTION = Param(
     "action_type",
     "enum",
-    222001,
+    MissingParam,
     default="APPEND",
     choices=("APPEND", "REPLACE"),
     description="REPLACE: an existing user's faces are replaced by this one",
@@ -191,45 +227,41 @@ ADD_ACTION = Param(
 UPDATE_ACTION = Param(
     "action_type",
     "enum",
-    222001,
+    MissingParam,
     default="UPDATE",
     choices=("UPDATE", "REPLACE"),
-    description="REPLACE: a missing user is registered instead of answering 223103",
+    description=f"REPLACE: a missing user is registered instead of answering {UserNotFound.code}",
 )
 IMAGE_PARAMS = (IMAGE, IMAGE_TYPE, FACE_TYPE, QUALITY_CONTROL, LIVENESS_CONTROL)
 
 
 def group_list(value: str) -> list[str]:
-    """The groups of `group_id_list`, in order, duplicates dropped; 223104 beyond 10."""
+    """The groups of `group_id_list`, in order, duplicates dropped; TooManyGroups beyond 10."""
     groups = [g.strip(" ") for g in value.split(",")]  # spaces around commas only
     if any(not is_id(g) or len(g) > 48 for g in groups):
-        raise ApiError(
-            222005,
-            f"group_id_list must be comma-separated group ids, got {value[:64]!r}",
-            "group_id_list",
-        )
+        raise BadGroupIdList(f"group_id_list must be comma-separated group ids, got {value[:64]!r}")
     groups = list(dict.fromkeys(groups))
     if len(groups) > 10:
-        raise ApiError(223104, f"group_id_list names {len(groups)} groups; at most 10 per search")
+        raise TooManyGroups(f"group_id_list names {len(groups)} groups; at most 10 per search")
     return groups
 
 
 def decode_base64(text: str) -> bytes:
     """Bytes of a BASE64 image: either alphabet, padding optional, whitespace and a data: prefix
-    tolerated; 222013 for anything else."""
+    tolerated; BadImage for anything else."""
     text = _DATA_URL.sub("", text, count=1)
     data = "".join(text.split()).encode("ascii", "replace").translate(_URLSAFE)
     if not data or _NOT_B64.search(data) or "=" in data.rstrip(b"=").decode():
-        raise ApiError(222013, "image is not valid base64", "image")
+        raise BadImage("image is not valid base64")
     data = data.rstrip(b"=")
     if not data:  # "====": padding alone encodes nothing
-        raise ApiError(222013, "image is not valid base64 (no data, only padding)", "image")
+        raise BadImage("image is not valid base64 (no data, only padding)")
     if len(data) % 4 == 1:
-        raise ApiError(222013, "image is not valid base64 (truncated)", "image")
+        raise BadImage("image is not valid base64 (truncated)")
     try:
         return base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
     except binascii.Error as e:
-        raise ApiError(222013, f"image is not valid base64: {e}", "image") from None
+        raise BadImage(f"image is not valid base64: {e}") from None
 
 
 _URLSAFE = bytes.maketrans(b"-_", b"+/")

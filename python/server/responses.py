@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from facecore.errors import FaceCoreError
-from facecore_server.errors import BUSY, SYSTEM_ERROR, message
+from facecore.errors import Busy, FaceCoreError, InternalError
 from facecore_server.metrics import Metrics
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -71,8 +70,9 @@ class Answers:
         return self._envelope(call, 0, "SUCCESS", result, None, 200)
 
     def error(self, call: Call, e: BaseException, status: int = 200) -> Response:
-        """The answer for an exception: its code when it carries one (ApiError, the library's
-        errors), else 222302 with the traceback logged under the log_id. Never a 500."""
+        """The answer for an exception: its code and the table's text when it carries a code
+        (facecore.errors), else InternalError with the traceback logged under the log_id. Never
+        a 500."""
         if isinstance(e, ClientDisconnect):  # nothing can be answered; not the server's fault
             log.info(
                 "log_id %d: the client closed the connection before its body arrived", call.log_id
@@ -80,15 +80,16 @@ class Answers:
             self.record(call, "closed", None, 499)
             return Response(status_code=499)
         if isinstance(e, FaceCoreError) and e.code is not None:
-            code, detail = e.code, str(e)
+            error, code = e, e.code
         else:
             log.exception("log_id %d: internal error", call.log_id, exc_info=e)
-            code = SYSTEM_ERROR
-            detail = (
+            why = (
                 f"internal error ({type(e).__name__}); see the server log for log_id {call.log_id}"
             )
-        text = message(code, getattr(e, "param", None))
-        return self._envelope(call, code, text, None, detail, status)
+            error, code = InternalError(why), InternalError.code
+        if isinstance(error, Busy):
+            self.metrics.busy.inc()
+        return self._envelope(call, code, error.error_msg(), None, str(error), status)
 
     def _envelope(
         self, call: Call, code: int, text: str, result: Any, detail: str | None, status: int
@@ -120,8 +121,6 @@ class Answers:
         string, so access tokens and OAuth secrets never reach the log."""
         elapsed = time.perf_counter() - call.started
         self.metrics.observe(call.route, code, elapsed)
-        if code == BUSY:
-            self.metrics.busy.inc()
         if self.access_log:
             request = call.request
             client = request.client

@@ -1,4 +1,4 @@
-"""The v3 operations in Baidu's shapes: parameters in, `result` out, errors as ApiError/FaceCoreError.
+"""The v3 operations in Baidu's shapes: parameters in, `result` out, errors as facecore.errors.
 
 Each route of routes.OPS names one method here as its handler: `handler(service, appid, body)`.
 Synchronous and thread-safe; the app runs the model-bound ones (detect, match, identify,
@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 from facecore import fields
 from facecore.engine import Engine
-from facecore.errors import LivenessMissing
+from facecore.errors import BadFaceToken, LivenessMissing, NoFace, NoMatch, WrongImageCount
 from facecore.image import decode_image, face_crop
 from facecore.library import FaceLibrary, check_token
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.score import similarity_to_score
 from facecore_server import controls
 from facecore_server import params as P
-from facecore_server.errors import ApiError
 from facecore_server.faces import (
     Probe,
     ctime,
@@ -77,7 +76,7 @@ class FaceService:
         P.FACE_TYPE.read(body)  # checked; every face type goes through the same models
         if image_type == "FACE_TOKEN":
             if len(image) > 64:  # an image sent as a token: not echoed into error_detail / log
-                raise ApiError(222025, f"image is {len(image)} characters, not a face_token")
+                raise BadFaceToken(f"image is {len(image)} characters, not a face_token")
             token = check_token(image)
             emb, attrs = self.library.token_get(appid, token)
             return [Probe(token, emb, attrs)]
@@ -88,7 +87,7 @@ class FaceService:
         decoded = decode_image(data, self.max_pixels)
         faces = self.engine.detect(decoded, max_faces, {*wanted, *fields.STORED})
         if not faces:
-            raise ApiError(222202, "no face was found in the image")
+            raise NoFace("no face was found in the image")
         out = []
         for f in faces:
             assert f.embedding is not None
@@ -131,7 +130,7 @@ class FaceService:
         if not self.has_liveness:
             raise LivenessMissing()
         if len(items) not in LIVENESS_COUNTS:
-            raise ApiError(222208, f"face/liveness takes 1, 3 or 8 images, got {len(items)}")
+            raise WrongImageCount(f"face/liveness takes 1, 3 or 8 images, got {len(items)}")
         faces = []
         for item in items:
             wanted = face_fields(P.FACE_FIELD.read(item), True) | {"liveness"}
@@ -180,7 +179,7 @@ class FaceService:
             for p, res in zip(probes, found)
         ]
         if all(not f["user_list"] for f in faces):
-            raise ApiError(222207, "no face in the image matches a user")
+            raise NoMatch("no face in the image matches a user")
         return {"face_num": len(faces), "face_list": faces}
 
     def add(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +241,7 @@ class FaceService:
         if group != "@ALL":
             self.library.user_delete(appid, group, user_id)
             return
-        for u in self.library.user_get(appid, "@ALL", user_id):  # 223103 when in no group
+        for u in self.library.user_get(appid, "@ALL", user_id):  # UserNotFound when in no group
             self.library.user_delete(appid, u.group_id, user_id)
 
     def group_add(self, appid: str, body: dict[str, Any]) -> None:

@@ -23,15 +23,15 @@ class Settings:
     threads: int = 0  # search threads; 0 = all cores
     model_threads: int = 1  # ONNX Runtime intra-op threads per model call
     workers: int = 0  # requests computed at once; 0 = one per core
-    max_queue: int = 64  # requests waiting for a worker before 222901
-    queue_timeout: float = 1.0  # seconds a request may wait for a worker before 222901
+    max_queue: int = 64  # requests waiting for a worker before Busy (system busy)
+    queue_timeout: float = 1.0  # seconds a request may wait for a worker before Busy
     # Dynamic batching: items per model run. Off (1) on CPUs: a merged run takes one core, where
     # the separate calls would have used all of them (bench/test_server.py measures both).
     batch_max: int = 1
     batch_wait_ms: float = 0.0  # how long a batch waits for more (only under concurrency)
     max_body: int = 10 * 1024 * 1024
     # Request bodies held at once, counted from their Content-Length before they are read; past it
-    # a request is answered 222901 at once (docs/api.md, Memory).
+    # a request is answered Busy at once (docs/api.md, Memory).
     max_inflight_bytes: int = 128 * 1024 * 1024
     body_timeout: float = 30.0  # seconds a request body may take to arrive
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -48,8 +48,8 @@ class Settings:
     # no credentials needed); "required" refuses face routes without a valid token or key.
     auth: str = "off"
     access_token_seconds: int = 30 * 86400
-    auth_address_failures: int = 20  # failed attempts per client address per window, then 18
-    auth_key_failures: int = 100  # failed attempts per API key per window, then 18
+    auth_address_failures: int = 20  # failed attempts per client address per window, then RateLimited
+    auth_key_failures: int = 100  # failed attempts per API key per window, then RateLimited
     auth_window: float = 60.0
     metrics_token_file: Path | None = None  # set: /metrics needs "Authorization: Bearer <file>"
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from facecore import errors
 from facecore_server import params as P
-from facecore_server.errors import MESSAGES, MISSING, SYSTEM_ERROR
 from facecore_server.routes import OPS, PREFIXES, Op
 from hypothesis import HealthCheck, given, settings
 from live_server import Client
@@ -29,6 +29,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 pytestmark = pytest.mark.slow
+
+MESSAGES = {error.code: error.message for error in errors.sent()}  # every code the server sends
+SYSTEM_ERROR = errors.InternalError.code
+MISSING = errors.MissingParam.code
 
 # Every POST route as the document lists it (canonical prefix), aliases included.
 API_PATHS = [f"{PREFIXES[0]}/{path}" for op in OPS for path in (op.path, *op.aliases)]

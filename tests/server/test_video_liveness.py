@@ -199,9 +199,9 @@ def test_sessions_expire_after_five_minutes(
     import time
 
     from facecore import Engine
+    from facecore.errors import FaceTokenNotFound
     from facecore.library import FaceLibrary
     from facecore_server import h5
-    from facecore_server.errors import ApiError
 
     with FaceLibrary(tmp_path / "lib") as lib:
         s = h5.H5(Engine(models_dir=liveness_models), lib, 36_000_000)
@@ -210,6 +210,6 @@ def test_sessions_expire_after_five_minutes(
         monkeypatch.setattr(h5.time, "time", lambda: now + 299)
         assert s.take_session(first["session_id"], None)["code"] == first["code"]
         monkeypatch.setattr(h5.time, "time", lambda: now + 301)
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(FaceTokenNotFound) as info:
             s.take_session(second["session_id"], None)
         assert info.value.code == 222209 and "expired" in str(info.value)
