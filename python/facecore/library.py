@@ -1004,6 +1004,21 @@ class FaceLibrary:
             raise BadMatchThreshold(
                 f"match_threshold must be a number in 0..100, got {match_threshold!r}"
             )
+        return self.identify_checked(appid, groups, embeddings, user, match_threshold, max_user_num)
+
+    def identify_checked(
+        self,
+        appid: str,
+        groups: Sequence[str],
+        embeddings: np.ndarray,
+        user: str | None,
+        match_threshold: float,
+        max_user_num: int,
+    ) -> list[list[Match] | FaceCoreError]:
+        """identify_many for arguments its caller has checked already, as the server does where
+        a request comes in: `appid`, `user` and each of `groups` valid ids, the groups without
+        duplicates and at most 10, `match_threshold` a number in 0..100, `max_user_num` an int in
+        1..20. They are not checked again."""
         q = np.asarray(embeddings)
         if q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != self.dim:
             raise InvalidArgument(f"embeddings must be float32 of shape (m, {self.dim})")
