@@ -150,8 +150,8 @@ class Auth:
         if appid is None or appid == "":
             if self.default_appid is None:
                 raise missing("appid")
-            return str(self.default_appid)
-        return str(check_appid(appid))
+            appid = self.default_appid
+        return check_appid(appid)
 
     def check_token(self, address: str, token: str) -> str:
         """The token's appid. A valid token is honoured whatever its address's failures (it

@@ -1,6 +1,9 @@
 """Request parameters of the v3 API: one declaration per parameter gives both its check (with the
 spec's error code) and its OpenAPI schema, so the two cannot drift apart.
 
+The server checks every parameter here, where the request comes in and before any model runs; an
+id by the library's own rule (facecore.library.check_id, check_token), so there is one rule.
+
 Leniency a migrating client expects: integers may come as decimal strings ("10"), enum values in any
 letter case, and BASE64 images in either alphabet, with or without padding, line breaks or a
 ``data:image/...;base64,`` prefix.
@@ -11,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +40,9 @@ from facecore.errors import (
     TooManyGroups,
     UserNotFound,
 )
-from facecore.library import is_id
+from facecore.library import check_group, check_id, check_token, is_id
 
-_ID = "^[A-Za-z0-9_]+$"  # the OpenAPI pattern (ECMA: "$" is the end); checked by is_id
+_ID = "^[A-Za-z0-9_]+$"  # the OpenAPI pattern (ECMA: "$" is the end); checked by check_id
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _NOT_B64 = re.compile(rb"[^A-Za-z0-9+/=]")
 
@@ -56,6 +59,7 @@ class Param:
     max_bytes: int | None = None
     choices: tuple[str, ...] = ()
     empty_ok: bool = False  # "" is a value (user_info: clears it), not an absent parameter
+    check: Callable[[str], str] | None = None  # an id's own check, if not check_id's
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,11 +107,10 @@ class Param:
                 raise self.error(f"must be one of {', '.join(self.choices)}, got {value[:32]!r}")
             return upper
         if self.kind == "id":
-            if not is_id(value) or len(value) > (self.max_bytes or 0):
-                raise self.error(
-                    f"must be 1-{self.max_bytes} characters of [A-Za-z0-9_], got {value[:64]!r}"
-                )
-        elif self.max_bytes is not None and len(value.encode()) > self.max_bytes:
+            if self.check is not None:
+                return self.check(value)
+            return check_id(value, self.name, self.max_bytes or 0, self.error_type)
+        if self.max_bytes is not None and len(value.encode()) > self.max_bytes:
             raise self.error(f"must be at most {self.max_bytes} bytes")
         return value
 
@@ -196,7 +199,7 @@ USER_ID_OPTIONAL = Param(
     "user_id", "id", BadUserId, max_bytes=128, description="search only this user's faces"
 )
 USER_INFO = Param("user_info", "string", BadUserInfo, max_bytes=256, empty_ok=True)
-FACE_TOKEN = Param("face_token", "id", BadFaceToken, required=True, max_bytes=64)
+FACE_TOKEN = Param("face_token", "id", BadFaceToken, required=True, max_bytes=64, check=check_token)
 GROUP_ID_LIST = Param(
     "group_id_list",
     "string",
@@ -236,11 +239,12 @@ IMAGE_PARAMS = (IMAGE, IMAGE_TYPE, FACE_TYPE, QUALITY_CONTROL, LIVENESS_CONTROL)
 
 
 def group_list(value: str) -> list[str]:
-    """The groups of `group_id_list`, in order, duplicates dropped; TooManyGroups beyond 10."""
+    """The groups of `group_id_list`, in order, duplicates dropped; TooManyGroups beyond 10. A
+    reserved word is the group id's own error (BadGroupId), as the library has it."""
     groups = [g.strip(" ") for g in value.split(",")]  # spaces around commas only
     if any(not is_id(g) or len(g) > 48 for g in groups):
         raise BadGroupIdList(f"group_id_list must be comma-separated group ids, got {value[:64]!r}")
-    groups = list(dict.fromkeys(groups))
+    groups = [check_group(g) for g in dict.fromkeys(groups)]
     if len(groups) > 10:
         raise TooManyGroups(f"group_id_list names {len(groups)} groups; at most 10 per search")
     return groups

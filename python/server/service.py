@@ -18,9 +18,16 @@ from typing import Any
 import numpy as np
 from facecore import fields
 from facecore.engine import Engine
-from facecore.errors import BadFaceToken, LivenessMissing, NoFace, NoMatch, WrongImageCount
+from facecore.errors import (
+    BadFaceToken,
+    FaceCoreError,
+    LivenessMissing,
+    NoFace,
+    NoMatch,
+    WrongImageCount,
+)
 from facecore.image import decode_image, face_crop
-from facecore.library import FaceLibrary, check_token
+from facecore.library import FaceLibrary, Match
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.score import similarity_to_score
 from facecore_server import controls
@@ -77,9 +84,8 @@ class FaceService:
         if image_type == "FACE_TOKEN":
             if len(image) > 64:  # an image sent as a token: not echoed into error_detail / log
                 raise BadFaceToken(f"image is {len(image)} characters, not a face_token")
-            token = check_token(image)
-            emb, attrs = self.library.token_get(appid, token)
-            return [Probe(token, emb, attrs)]
+            emb, attrs = self.library.token_get(appid, image)  # which checks the token
+            return [Probe(image, emb, attrs)]
         if image_type == "URL":
             data = fetch_image(image, self.url_hosts, self.url_max_bytes, self.url_timeout)
         else:
@@ -153,23 +159,29 @@ class FaceService:
             "face_list": [{"face_token": a.token}, {"face_token": b.token}],
         }
 
-    def _search_args(self, body: dict[str, Any]) -> tuple[list[str], str | None, float, int]:
+    def _search(
+        self, appid: str, body: dict[str, Any], every_face: bool = False
+    ) -> tuple[list[Probe], list[list[Match] | FaceCoreError]]:
+        """identify and multi-search: the search parameters, checked here before the image is
+        looked at and so not again by the library (identify_checked), then the faces of the
+        image (the largest, or `every_face` up to max_face_num) and the users each matches (or
+        NoMatch)."""
         groups = P.group_list(P.GROUP_ID_LIST.read(body))
         user_id = P.USER_ID_OPTIONAL.read(body)
-        return groups, user_id, P.MATCH_THRESHOLD.read(body), P.MAX_USER_NUM.read(body)
+        threshold, top = P.MATCH_THRESHOLD.read(body), P.MAX_USER_NUM.read(body)
+        probes = self.controlled(appid, body, P.MAX_FACE_NUM.read(body) if every_face else 1)
+        embeddings = np.stack([p.embedding for p in probes])
+        found = self.library.identify_checked(appid, groups, embeddings, user_id, threshold, top)
+        return probes, found
 
     def identify(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        groups, user_id, threshold, top = self._search_args(body)
-        p = self.probe(appid, body)
-        matches = self.library.identify(appid, groups, p.embedding, user_id, threshold, top)
+        (p,), (matches,) = self._search(appid, body)
+        if isinstance(matches, FaceCoreError):
+            raise matches
         return {"face_token": p.token, "user_list": [user(m) for m in matches]}
 
     def multi_search(self, appid: str, body: dict[str, Any]) -> dict[str, Any]:
-        groups, user_id, threshold, top = self._search_args(body)
-        probes = self.controlled(appid, body, P.MAX_FACE_NUM.read(body))
-        found = self.library.identify_many(
-            appid, groups, np.stack([p.embedding for p in probes]), user_id, threshold, top
-        )
+        probes, found = self._search(appid, body, every_face=True)
         faces = [
             {
                 "face_token": p.token,

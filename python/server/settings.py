@@ -48,7 +48,9 @@ class Settings:
     # no credentials needed); "required" refuses face routes without a valid token or key.
     auth: str = "off"
     access_token_seconds: int = 30 * 86400
-    auth_address_failures: int = 20  # failed attempts per client address per window, then RateLimited
+    auth_address_failures: int = (
+        20  # failed attempts per client address per window, then RateLimited
+    )
     auth_key_failures: int = 100  # failed attempts per API key per window, then RateLimited
     auth_window: float = 60.0
     metrics_token_file: Path | None = None  # set: /metrics needs "Authorization: Bearer <file>"

@@ -278,6 +278,11 @@ CASES = [
         222006,
     ),
     Case("add-group-chars", "face/add", _tok("b", group_id="g/1", user_id="u9"), 222006),
+    # ids are checked where the request comes in, by the library's rule (reserved words too),
+    # before any image is looked at: identify's search does not check them again
+    Case("add-group-reserved", "face/add", _img(NO_FACE[0], group_id="all", user_id="u9"), 222006),
+    Case("search-group-reserved", "face/identify", _tok("a", group_id_list="g1,all"), 222006),
+    Case("search-user-reserved", "face/search", _tok("a", user_id="me", **SEARCH), 222018),
     # 222010: user_info over 256 UTF-8 bytes (129 characters), not a string
     Case("info-bytes", "face/add", _tok("b", user_info="é" * 129, **STORE), 222010),
     Case(
