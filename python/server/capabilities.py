@@ -10,6 +10,7 @@ from facecore.engine import Engine
 from facecore.errors import LivenessFailed, LivenessMissing
 from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore_server.controls import LIVENESS_LIMITS, QUALITY_ERRORS, QUALITY_LIMITS
+from facecore_server.routes import LIVENESS_COUNTS
 from facecore_server.settings import Settings
 
 
@@ -38,7 +39,9 @@ def document(settings: Settings, engine: Engine, url: bool, workers: int) -> dic
             "missing": LivenessMissing.code,
             "failed": LivenessFailed.code,
         },
-        "liveness": {"thresholds": LIVENESS_THRESHOLDS, "images": [1, 3, 8]} if live else None,
+        "liveness": (
+            {"thresholds": LIVENESS_THRESHOLDS, "images": list(LIVENESS_COUNTS)} if live else None
+        ),
         "embedding_dim": caps["embedding_dim"],
         "score": "0-100, 80 = false accept rate 1e-4 (docs/accuracy.md)",
         "limits": {

@@ -12,6 +12,7 @@ from facecore_server.service import FaceService
 
 # Path prefixes that all answer the same routes (DECISIONS.md, Transport).
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
+LIVENESS_COUNTS = (1, 3, 8)  # images face/liveness takes
 
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
@@ -119,7 +120,7 @@ OPS = (
         ),
         "Silent liveness of 1, 3 or 8 images (needs the liveness models)",
         model=True,
-        counts=(1, 3, 8),
+        counts=LIVENESS_COUNTS,
     ),
     Op(
         "face/liveness/sessioncode",
