@@ -1,5 +1,5 @@
 """image_type=URL: off unless hosts are allow-listed (--url-hosts); then only http(s) GETs to those
-hosts, no redirects, bounded in time and size. DECISIONS.md: an open fetcher is an SSRF hole."""
+hosts, no redirects, bounded in time and size (docs/api.md): an open fetcher is an SSRF hole."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 from facecore_server import params as P
 from facecore_server.service import FaceService
 
-# Path prefixes that all answer the same routes (DECISIONS.md, Transport).
+# Path prefixes that all answer the same routes (docs/api.md).
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
 LIVENESS_COUNTS = (1, 3, 8)  # images face/liveness takes
 
