@@ -135,16 +135,16 @@ class Server:
         self.library.close()
         self.keys.close()
 
-    def endpoint(self, op: Op, h5: bool = False) -> Endpoint:
+    def endpoint(self, op: Op, h5_envelope: bool = False) -> Endpoint:
         """The endpoint of a v3 route: its appid, admission, body, then op.handler on a worker;
-        `h5`: answered in the H5 envelope (the public cloud's v1 sessioncode path)."""
+        `h5_envelope`: answered in the H5 envelope (the public cloud's v1 sessioncode path)."""
         handler, service = op.handler, self.service
 
         def work(appid: str, raw: bytes) -> Any:  # on a worker thread: parsing is work too
             return handler(service, appid, parse_body(raw, op.counts))
 
         async def handle(request: Request) -> Response:
-            call = self.answers.call(request, op.path, h5)
+            call = self.answers.call(request, op.path, h5_envelope)
             try:
                 call.appid = appid = await self.auth.appid(request)
                 with self.bodies.admit(request, op.model) as ticket:
@@ -243,7 +243,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     by_path = {op.path: op for op in OPS}
     for cloud, private in CLOUD_H5.items():
         h5_op = None if private is None else by_path[private]
-        endpoint = server.video_liveness if h5_op is None else server.endpoint(h5_op, h5=True)
+        endpoint = (
+            server.video_liveness if h5_op is None else server.endpoint(h5_op, h5_envelope=True)
+        )
         routes.append(Route(cloud, endpoint, methods=["POST"]))
     token = token_endpoint(server.auth, server.bodies, answers)
     routes.append(Route("/oauth/2.0/token", token, methods=["GET", "POST"]))
