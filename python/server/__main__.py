@@ -8,6 +8,7 @@ rest as plain lines. SIGTERM/SIGINT stop accepting connections and let requests 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),  # uvicorn takes whole s
         log_config=None,
     )
     return 0

@@ -75,3 +75,26 @@ def test_every_sent_code_is_documented() -> None:
     for start, end in re.findall(r"\b(\d{6})-(\d{6})\b", never):
         listed |= set(range(int(start), int(end) + 1))
     assert listed == set(E.UNSENT)
+
+
+def test_codes_are_spelled_only_by_the_error_classes() -> None:
+    """No module but facecore/errors.py spells a v3 code: code raises and catches names."""
+    code = re.compile(r"(?<![\d.])22[23]\d{3}(?![\d.])")
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in sorted((REPO / "python").rglob("*.py"))
+        if path != REPO / "python" / "facecore" / "errors.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if code.search(line)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_every_sent_class_is_raised_somewhere() -> None:
+    source = "\n".join(
+        path.read_text()
+        for path in (REPO / "python").rglob("*.py")
+        if path != REPO / "python" / "facecore" / "errors.py"
+    )
+    unused = [c.__name__ for c in E.sent() if not re.search(rf"\b{c.__name__}\b", source)]
+    assert not unused, unused
