@@ -28,7 +28,7 @@ Embeddings = tuple[np.ndarray, np.ndarray]  # unit-norm (n, 128), found (n,)
 def reference_embeddings(paths: list[Path]) -> Embeddings:
     """face_recognition's pipeline: (unit-norm embeddings (n,128), found (n,))."""
     import face_recognition
-    from facecore.image import decode_image
+    from facecore.pipeline.image import decode_image
 
     emb = np.zeros((len(paths), 128), dtype=np.float32)
     found = np.zeros(len(paths), dtype=bool)

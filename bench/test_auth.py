@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from facecore.keys import STORE_DIR, KeyStore
+from facecore.store.keys import STORE_DIR, KeyStore
 from facecore_server.auth import Auth, FailureLimiter
 from starlette.requests import Request
 

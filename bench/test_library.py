@@ -1,4 +1,4 @@
-"""The face library (``facecore.library.FaceLibrary``) at N = 1M faces, d = 128.
+"""The face library (``facecore.store.library.FaceLibrary``) at N = 1M faces, d = 128.
 
 Data: the suite's face-like base (``_data.load(128)``: 4 noisy samples around each of 250,000
 identity centres) enrolled as one face per user: face ``i`` is user ``u{i}`` with token
@@ -152,7 +152,7 @@ def force_index_mode() -> None:
 
 
 def open_library(path: str | Path) -> Any:
-    from facecore.library import FaceLibrary
+    from facecore.store.library import FaceLibrary
 
     return FaceLibrary(path, index_mode=INDEX_MODE)  # type: ignore[arg-type]
 
@@ -180,7 +180,7 @@ def make_queries(base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def add_many(lib: Any, group: str, base: np.ndarray, start: int, stop: int) -> None:
     """Faces [start, stop) into ``group`` through face_add_many, ADD_BATCH a call; all must land."""
-    from facecore.library import NewFace
+    from facecore.store.library import NewFace
 
     for s in range(start, stop, ADD_BATCH):
         e = min(stop, s + ADD_BATCH)
@@ -375,7 +375,7 @@ def test_library_add(
 ) -> None:
     """Faces a second into a fresh library (one new group): 100k through face_add_many in batches
     of 1000, or 10k single face_add calls; plus the 1M build's record. Answers checked after."""
-    from facecore.library import NewFace
+    from facecore.store.library import NewFace
 
     n = min(faces.n, SCRATCH_MANY if call == "add_many" else SCRATCH_SINGLE)
     lib = open_library(tmp_path / "lib")

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 from _harness import warm_up
-from facecore.align import chip_transform_from_mtcnn, extract_chips
 from facecore.convert import minifasnet
-from facecore.engine import Engine
-from facecore.image import decode_image
+from facecore.pipeline.align import chip_transform_from_mtcnn, extract_chips
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -91,7 +91,7 @@ VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
 def test_per_video(benchmark: Any, models_dir: Path, threads: int, what: str) -> None:
     """The 8-second talking-head clip: decoding and sampling alone (the baseline), and the whole
     video liveness (decode, a face in every sampled frame, motion tracking, 16 liveness scores)."""
-    from facecore.video import Video, analyse
+    from facecore.pipeline.video import Video, analyse
 
     eng = engine(models_dir, threads)
     data = VIDEO.read_bytes()

@@ -20,9 +20,6 @@ import numpy as np
 import pytest
 from _harness import warm_up
 from _lfw import LFW, cached, reference_embeddings
-from facecore.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
-from facecore.attributes import emotion_crops
-from facecore.engine import CHIP_PADDING, CHIP_SIZE, Engine
 from facecore.evaluation import (
     best_threshold_accuracy,
     cross_validated_accuracy,
@@ -30,7 +27,10 @@ from facecore.evaluation import (
     lfw_images,
     pair_similarities,
 )
-from facecore.image import decode_image
+from facecore.pipeline.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
+from facecore.pipeline.attributes import emotion_crops
+from facecore.pipeline.engine import CHIP_PADDING, CHIP_SIZE, Engine
+from facecore.pipeline.image import decode_image
 
 PHOTO = LFW.parent / "spoof" / "image_T1.jpg"
 THREADS = (1, 2)
@@ -172,7 +172,7 @@ def test_lfw_accuracy(benchmark: Any) -> None:
 def _model_key() -> str:
     """Cache key: the models and the code of the stages that produce an embedding."""
     import facecore
-    from facecore.backend import default_models_dir, load_manifest
+    from facecore.runtime.backend import default_models_dir, load_manifest
 
     h = hashlib.sha256()
     m = load_manifest(default_models_dir())["models"]

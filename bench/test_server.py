@@ -278,9 +278,9 @@ class Workload:
 
 def build_workload(cfg: Config, data: Path, engine: Any, log: Callable[[str], None]) -> Workload:
     """Images, in-process answers, and the library at ``data`` (closed on return)."""
-    from facecore.image import decode_image
-    from facecore.library import FaceLibrary, NewFace
+    from facecore.pipeline.image import decode_image
     from facecore.score import similarity_to_score
+    from facecore.store.library import FaceLibrary, NewFace
 
     t_prep = time.perf_counter()
 
@@ -498,7 +498,7 @@ class Bench:
     """The workload, the in-process engine, and at most one server (or the library) open."""
 
     def __init__(self, tmp: Path, cfg: Config, log: Callable[[str], None] = print) -> None:
-        from facecore.engine import Engine
+        from facecore.pipeline.engine import Engine
 
         self.tmp = tmp
         self.cfg = cfg
@@ -519,7 +519,7 @@ class Bench:
         self._starts = 0
 
     def library(self) -> Any:
-        from facecore.library import FaceLibrary
+        from facecore.store.library import FaceLibrary
 
         self.stop_server()
         if self._lib is None:
@@ -577,7 +577,7 @@ class Bench:
     def inprocess_call(self, route: str) -> tuple[Callable[[], None], list[bool]]:
         """One serial call of the route's pipeline per invocation (cycling through its requests),
         and the list where each call records whether its answer equals the prepared one."""
-        from facecore.image import decode_image
+        from facecore.pipeline.image import decode_image
         from facecore.score import similarity_to_score
         from facecore_server.params import decode_base64
 

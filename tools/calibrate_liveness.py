@@ -9,7 +9,7 @@ with at most floor(f * n) scores below t, i.e. the (floor(f * n) + 1)-th lowest 
 FRR 1e-4 is not resolvable (fewer than one image in 10,000): its threshold is the lowest score seen,
 which bounds FRR only by 1/n, and the documentation says so. Also scores ../shared/data/spoof for the
 attack side (7 images: too few for a rate). --write stores docs/liveness.json and the thresholds in
-python/facecore/liveness.py.
+python/facecore/pipeline/liveness.py.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from facecore.engine import Engine
 from facecore.evaluation import nearest_to_centre
-from facecore.image import decode_image
-from facecore.liveness import Liveness
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
+from facecore.pipeline.liveness import Liveness
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Fit the blur mapping of facecore.quality on LFW faces blurred with known Gaussian sigmas.
+"""Fit the blur mapping of facecore.pipeline.quality on LFW faces blurred with known Gaussian sigmas.
 
     python tools/calibrate_quality.py [--every 10] [--write]
 
@@ -8,7 +8,7 @@ medians, tied to the spec's thresholds (HIGH 0.2, LOW 0.8): sigma 1 px (slight s
 embedding unchanged) maps to 0.2, so HIGH passes it; sigma 4 px (no pores, eyelashes or hair
 detail left, the embedding moving) maps to 0.8, so even LOW refuses anything blurrier. The table of medians per
 sigma and the effect of blur on the embedding (cosine of blurred vs sharp chip) are printed and,
-with --write, stored in docs/quality.json and the constants in python/facecore/quality.py.
+with --write, stored in docs/quality.json and the constants in python/facecore/pipeline/quality.py.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from facecore import quality
-from facecore.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
-from facecore.engine import CHIP_PADDING, CHIP_SIZE, Engine
 from facecore.evaluation import nearest_to_centre
-from facecore.image import decode_image
+from facecore.pipeline import quality
+from facecore.pipeline.align import chip_transform, dlib_boxes_from_mtcnn, extract_chips
+from facecore.pipeline.engine import CHIP_PADDING, CHIP_SIZE, Engine
+from facecore.pipeline.image import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw" / "images"

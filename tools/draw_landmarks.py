@@ -10,18 +10,13 @@ mesh indices instead (used to choose the 72-point table).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
-
-from facecore.backend import OnnxRuntimeBackend
-from facecore.detect import MtcnnDetector
-from facecore.landmarks import FaceMesh, landmark4, landmarks72
+from facecore.pipeline.detect import MtcnnDetector
+from facecore.pipeline.landmarks import FaceMesh, landmark4, landmarks72
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 # Colour per group (BGR): contour, eyes, brows, nose, mouth.
 _GROUPS = [

@@ -1,4 +1,4 @@
-"""Fit the two alignment constants of facecore.align on LFW and compare the alignments.
+"""Fit the two alignment constants of facecore.pipeline.align on LFW and compare the alignments.
 
     python tools/fit_alignment.py [--every 2]
 
@@ -9,7 +9,7 @@
    from the predictor's landmarks (unit-square frame of dlib's template, padding 0).
 Both are geometric fits on every `every`-th image, with no identity labels. Then LFW pairs.txt
 accuracy (best threshold and 4-fold cross-validated) of each alignment the engine offers, with the
-constants as they are in facecore.align: "dlib5" on raw and on mapped boxes, "mtcnn", "dual".
+constants as they are in facecore.pipeline.align: "dlib5" on raw and on mapped boxes, "mtcnn", "dual".
 """
 
 from __future__ import annotations
@@ -19,15 +19,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from facecore.align import (
-    CHIP_PADDING,
-    CHIP_SIZE,
-    chip_transform,
-    chip_transform_from_mtcnn,
-    dlib_boxes_from_mtcnn,
-    extract_chips,
-)
-from facecore.engine import Engine
 from facecore.evaluation import (
     best_threshold_accuracy,
     cross_validated_accuracy,
@@ -35,7 +26,16 @@ from facecore.evaluation import (
     nearest_to_centre,
     pair_similarities,
 )
-from facecore.image import decode_image
+from facecore.pipeline.align import (
+    CHIP_PADDING,
+    CHIP_SIZE,
+    chip_transform,
+    chip_transform_from_mtcnn,
+    dlib_boxes_from_mtcnn,
+    extract_chips,
+)
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 

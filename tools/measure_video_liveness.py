@@ -35,11 +35,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from facecore.engine import Engine
 from facecore.errors import FaceCoreError
-from facecore.image import decode_image
-from facecore.liveness import THRESHOLDS
-from facecore.video import Video, analyse, write_video
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
+from facecore.pipeline.liveness import THRESHOLDS
+from facecore.pipeline.video import Video, analyse, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -1,7 +1,7 @@
 """FaceCore: self-hosted face recognition (library part).
 
-The face pipeline lives in :mod:`facecore.engine` (``Engine.detect`` -> ``Face``), image decoding in
-:mod:`facecore.image`, the 1:N search engine in :mod:`facecore.search`, the native kernels in the
+The face pipeline lives in :mod:`facecore.pipeline.engine` (``Engine.detect`` -> ``Face``), image decoding in
+:mod:`facecore.pipeline.image`, the 1:N search engine in :mod:`facecore.search`, the native kernels in the
 private ``facecore._simd_search`` extension.
 """
 
@@ -29,14 +29,18 @@ from facecore.search import (
 )
 
 if TYPE_CHECKING:
-    from facecore.engine import Engine, Face
-    from facecore.image import decode_image
+    from facecore.pipeline.engine import Engine, Face
+    from facecore.pipeline.image import decode_image
 
 __version__ = "0.1.0"
 
 # The face pipeline (and OpenCV, ONNX Runtime) loads on first use of these names, so that
 # `import facecore.search` (a search service, a tool) does not pay for it.
-_LAZY = {"Engine": "facecore.engine", "Face": "facecore.engine", "decode_image": "facecore.image"}
+_LAZY = {
+    "Engine": "facecore.pipeline.engine",
+    "Face": "facecore.pipeline.engine",
+    "decode_image": "facecore.pipeline.image",
+}
 
 
 def __getattr__(name: str) -> Any:

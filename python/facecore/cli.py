@@ -32,7 +32,7 @@ from facecore.errors import (
     ImageUnreadable,
     NoFace,
 )
-from facecore.image import face_crop
+from facecore.pipeline.image import face_crop
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 JOURNAL = "import"  # FaceLibrary.kv_put namespace of the import journal
@@ -67,7 +67,7 @@ class Item:
 
 
 def _check_user(user_id: str) -> tuple[int | str, str] | None:
-    from facecore.library import check_user
+    from facecore.store.library import check_user
 
     try:
         check_user(user_id)
@@ -161,7 +161,7 @@ def _init_worker(models_dir: str | None, max_faces: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
     cv2.setNumThreads(1)
-    from facecore.engine import Engine
+    from facecore.pipeline.engine import Engine
 
     try:
         _engine = Engine(models_dir, threads=1)
@@ -186,7 +186,7 @@ class Detected:
 
 
 def _detect_file(task: tuple[int, str]) -> Detected:
-    from facecore.image import decode_image
+    from facecore.pipeline.image import decode_image
 
     engine = _ready()
     index, path = task
@@ -218,7 +218,7 @@ def _detect_file(task: tuple[int, str]) -> Detected:
 
 def _embed_crop(task: tuple[int, bytes]) -> tuple[int, np.ndarray | None, str]:
     """Reindex: the largest face of a stored crop, or None with the reason."""
-    from facecore.image import decode_image
+    from facecore.pipeline.image import decode_image
 
     engine = _ready()
     index, data = task
@@ -289,7 +289,7 @@ class _Importer:
         """One face_add_many for the pending images; journal entries and acks after it returns."""
         if not self.pending:
             return
-        from facecore.library import NewFace
+        from facecore.store.library import NewFace
 
         batch, owners = [], []
         for d in self.pending:
@@ -345,7 +345,7 @@ class _Importer:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from facecore.library import FaceLibrary, check_appid, check_group
+    from facecore.store.library import FaceLibrary, check_appid, check_group
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -448,7 +448,7 @@ def _chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     """New embeddings for every stored face from its stored crop; failures are reported only."""
-    from facecore.library import FaceLibrary
+    from facecore.store.library import FaceLibrary
 
     data = Path(args.data)
     lib = FaceLibrary(data, sync_writes=args.sync)
@@ -506,7 +506,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from facecore.library import FaceLibrary
+    from facecore.store.library import FaceLibrary
 
     with FaceLibrary(Path(args.data)) as lib:
         print(json.dumps(lib.stats(), indent=2))
@@ -516,7 +516,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     """create / list / revoke API keys: through a running server's admin socket, or on the store
     directly when no server runs (RocksDB admits one process at a time)."""
-    from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore, admin_call, administer
+    from facecore.store.keys import ADMIN_SOCKET, STORE_DIR, KeyStore, admin_call, administer
 
     request: dict[str, object] = {"op": args.action}
     if args.action == "create":
@@ -562,8 +562,8 @@ ADMIN_TIMEOUT = 24 * 3600.0  # a backup or verify of a large library runs for mi
 
 def _through_server(data: Path, request: dict[str, object]) -> dict[str, Any] | None:
     """A running server's answer over its admin socket; None when no server listens there."""
-    from facecore.backup import server_listens
-    from facecore.keys import ADMIN_SOCKET, admin_call
+    from facecore.store.backup import server_listens
+    from facecore.store.keys import ADMIN_SOCKET, admin_call
 
     if not server_listens(data):
         return None
@@ -580,7 +580,7 @@ def _answered(answer: dict[str, Any]) -> Any:
 
 
 def _show_report(report: dict[str, Any], as_json: bool) -> None:
-    from facecore.backup import iter_report
+    from facecore.store.backup import iter_report
 
     if as_json:
         print(json.dumps(report, indent=2))
@@ -592,7 +592,7 @@ def _show_report(report: dict[str, Any], as_json: bool) -> None:
 def cmd_backup(args: argparse.Namespace) -> int:
     """An online backup through a running server's admin socket, or of a data directory that no
     process holds."""
-    from facecore.backup import BackupError, backup_offline
+    from facecore.store.backup import BackupError, backup_offline
 
     data, dest = Path(args.data), Path(args.dest).absolute()  # the server resolves nothing
     answer = _through_server(data, {"op": "backup", "dest": str(dest)})
@@ -609,7 +609,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def _verify_here(data: Path, repair: bool) -> dict[str, Any]:
     """Open the library of a data directory no process holds and verify it."""
-    from facecore.library import STORE_DIR, FaceLibrary
+    from facecore.store.library import STORE_DIR, FaceLibrary
 
     if not (data / STORE_DIR).is_dir():
         raise SystemExit(f"error: {data} holds no face library ({STORE_DIR}/ is missing)")
@@ -636,7 +636,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a data directory no process holds, then verify it."""
-    from facecore.backup import BackupError, counts_match, restore
+    from facecore.store.backup import BackupError, counts_match, restore
 
     data = Path(args.data)
     try:

@@ -46,8 +46,8 @@ def lfw_images(root: str | Path) -> list[Path]:
 def embed_central_faces(paths: Sequence[Path], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (n, 128), found (n,)): the engine's unit-norm embedding of the face nearest each
     image's centre; a row of zeros and found False where it finds no face."""
-    from facecore.engine import Engine  # the pipeline loads only here
-    from facecore.image import decode_image
+    from facecore.pipeline.engine import Engine  # the pipeline loads only here
+    from facecore.pipeline.image import decode_image
 
     engine = Engine(threads=threads)
     emb = np.zeros((len(paths), 128), dtype=np.float32)

@@ -3,8 +3,8 @@ through it (the server holds them: RocksDB admits one process at a time).
 
 A Unix socket in the data directory, mode 0600: only the user the server runs as (and root) can
 connect, which is the same set of users that could open the data directory itself. One JSON
-request per line, one JSON answer per line (facecore.keys.administer for the keys,
-facecore.backup.administer for backup and verify).
+request per line, one JSON answer per line (facecore.store.keys.administer for the keys,
+facecore.store.backup.administer for backup and verify).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import socket
 from pathlib import Path
 
 import anyio.to_thread
-from facecore import backup
-from facecore.keys import KeyStore, administer
-from facecore.library import FaceLibrary
+from facecore.store import backup
+from facecore.store.keys import KeyStore, administer
+from facecore.store.library import FaceLibrary
 
 log = logging.getLogger("facecore.server")
 _MAX_LINE = 64 * 1024

@@ -17,12 +17,12 @@ from typing import Any
 
 import anyio.to_thread
 import facecore
-from facecore.backend import OnnxRuntimeBackend
-from facecore.batching import BatchingBackend
-from facecore.engine import Engine
 from facecore.errors import UnsupportedMethod
-from facecore.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
-from facecore.library import FaceLibrary
+from facecore.pipeline.engine import Engine
+from facecore.runtime.backend import OnnxRuntimeBackend
+from facecore.runtime.batching import BatchingBackend
+from facecore.store.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
+from facecore.store.library import FaceLibrary
 from facecore_server import admin, capabilities, h5, openapi
 from facecore_server.admission import Admission
 from facecore_server.auth import Auth, FailureLimiter, bearer_matches, token_endpoint

@@ -37,8 +37,8 @@ from facecore.errors import (
     TokenExpired,
     TokenInvalid,
 )
-from facecore.keys import KeyInfo, KeyStore
-from facecore.library import check_appid
+from facecore.store.keys import KeyInfo, KeyStore
+from facecore.store.library import check_appid
 from facecore_server.bodies import Bodies, read_form
 from facecore_server.params import missing
 from facecore_server.responses import Answers, ORJSONResponse

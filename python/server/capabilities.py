@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from facecore import fields
-from facecore.engine import Engine
 from facecore.errors import LivenessFailed, LivenessMissing
-from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
+from facecore.pipeline import fields
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore_server.controls import LIVENESS_LIMITS, QUALITY_ERRORS, QUALITY_LIMITS
 from facecore_server.routes import LIVENESS_COUNTS
 from facecore_server.settings import Settings

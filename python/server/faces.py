@@ -1,4 +1,4 @@
-"""A face in the v3 answers' shapes: face_field read into engine fields (facecore.fields), a detected
+"""A face in the v3 answers' shapes: face_field read into engine fields (facecore.pipeline.fields), a detected
 face as detect answers it, a search match, a registered face's time.
 
 Every face a request's image shows is remembered under its face_token in this shape (without the
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from facecore import fields
-from facecore.engine import Face
-from facecore.library import Match, NewFace
+from facecore.pipeline import fields
+from facecore.pipeline.engine import Face
+from facecore.store.library import Match, NewFace
 from facecore_server import params as P
 
 

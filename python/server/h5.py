@@ -17,12 +17,12 @@ import time
 from typing import Any
 
 import cv2
-from facecore import fields
-from facecore.engine import Engine
 from facecore.errors import BadImage, FaceTokenNotFound, LivenessMissing, MissingParam
-from facecore.library import FaceLibrary
-from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
-from facecore.video import Video, analyse
+from facecore.pipeline import fields
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
+from facecore.pipeline.video import Video, analyse
+from facecore.store.library import FaceLibrary
 from facecore_server.bodies import parse_body, read_form
 from facecore_server.faces import face_attrs, r
 from facecore_server.params import decode_base64, missing
@@ -92,7 +92,7 @@ class H5:
             raise MissingParam("required parameter 'video' (or video_base64) is missing", "video")
         session = self.take_session(session_id, appid)
         # Checked before any frame is decoded, then streamed: the per-frame limit is the image
-        # one (--max-pixels), capped at 1920x1080 for video (facecore.video).
+        # one (--max-pixels), capped at 1920x1080 for video (facecore.pipeline.video).
         with Video(video, self.max_pixels) as clip:
             result = analyse(self.engine, clip)
         pics = []

@@ -2,7 +2,7 @@
 spec's error code) and its OpenAPI schema, so the two cannot drift apart.
 
 The server checks every parameter here, where the request comes in and before any model runs; an
-id by the library's own rule (facecore.library.check_id, check_token), so there is one rule.
+id by the library's own rule (facecore.store.library.check_id, check_token), so there is one rule.
 
 Leniency a migrating client expects: integers may come as decimal strings ("10"), enum values in any
 letter case, and BASE64 images in either alphabet, with or without padding, line breaks or a
@@ -40,7 +40,7 @@ from facecore.errors import (
     TooManyGroups,
     UserNotFound,
 )
-from facecore.library import check_group, check_id, check_token, is_id
+from facecore.store.library import check_group, check_id, check_token, is_id
 
 _ID = "^[A-Za-z0-9_]+$"  # the OpenAPI pattern (ECMA: "$" is the end); checked by check_id
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from facecore import fields
-from facecore.engine import Engine
 from facecore.errors import (
     BadFaceToken,
     FaceCoreError,
@@ -25,10 +23,12 @@ from facecore.errors import (
     NoFace,
     NoMatch,
 )
-from facecore.image import decode_image, face_crop
-from facecore.library import FaceLibrary, Match
-from facecore.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
+from facecore.pipeline import fields
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image, face_crop
+from facecore.pipeline.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.score import similarity_to_score
+from facecore.store.library import FaceLibrary, Match
 from facecore_server import controls
 from facecore_server import params as P
 from facecore_server.faces import (

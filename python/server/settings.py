@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from facecore.image import DEFAULT_MAX_PIXELS
+from facecore.pipeline.image import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""facecore.align against dlib itself: the 5-point shape predictor and the face chips; and chips
+"""facecore.pipeline.align against dlib itself: the 5-point shape predictor and the face chips; and chips
 cut from MTCNN's points (no dlib counterpart: checked against the dlib-geometry chip).
 
 dlib's Python API returns its landmarks rounded to integer pixels, so "the same landmarks" means:
@@ -15,7 +15,9 @@ import cv2
 import dlib
 import numpy as np
 import pytest
-from facecore.align import (
+from facecore.convert import dlib_shape
+from facecore.convert.sources import member_path
+from facecore.pipeline.align import (
     MTCNN_TEMPLATE5,
     Shape5Predictor,
     boxes_to_dlib_rects,
@@ -25,11 +27,9 @@ from facecore.align import (
     pyramid_level,
     similarity_from_points,
 )
-from facecore.backend import OnnxRuntimeBackend
-from facecore.convert import dlib_shape
-from facecore.convert.sources import member_path
-from facecore.detect import MtcnnDetector
-from facecore.embed import Recognizer
+from facecore.pipeline.detect import MtcnnDetector
+from facecore.pipeline.embed import Recognizer
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

@@ -1,7 +1,7 @@
 """Age, gender, emotion and expression on real LFW faces, and parity of the wrapped Cydral graphs.
 
 dlib is a test-only reference here: its HOG detector, 5-point shape predictor and get_face_chip
-(padding 0.2) make the chips Cydral was trained on, independently of facecore.align.
+(padding 0.2) make the chips Cydral was trained on, independently of facecore.pipeline.align.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import dlib
 import numpy as np
 import onnxruntime as ort
 import pytest
-from facecore.attributes import (
+from facecore.errors import InvalidArgument, InvalidType
+from facecore.pipeline.attributes import (
     BAIDU_EMOTIONS,
     EMOTIONS,
     LAUGH_MOUTH_OPEN,
@@ -23,8 +24,7 @@ from facecore.attributes import (
     emotion_crops,
     expression,
 )
-from facecore.backend import OnnxRuntimeBackend
-from facecore.errors import InvalidArgument, InvalidType
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

@@ -1,4 +1,4 @@
-"""Backup, restore and verify (facecore.backup, FaceLibrary.verify, `facecore backup/restore/
+"""Backup, restore and verify (facecore.store.backup, FaceLibrary.verify, `facecore backup/restore/
 verify`): a backup taken under write load holds every face acknowledged before it began and
 restores into a library that verifies clean and identifies them; verify finds each kind of damage
 and repairs what it can; the CLI goes through a running server's admin socket.
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from facecore import backup
-from facecore.keys import KeyStore
-from facecore.library import FaceInfo, FaceLibrary, NewFace, iter_prefix
+from facecore.store import backup
+from facecore.store.keys import KeyStore
+from facecore.store.library import FaceInfo, FaceLibrary, NewFace, iter_prefix
 
 from tests.server.live_server import b64, facecore_cli, lfw, start_server
 

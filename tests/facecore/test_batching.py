@@ -1,4 +1,4 @@
-"""facecore.batching.BatchingBackend: concurrent calls of one model share one backend run.
+"""facecore.runtime.batching.BatchingBackend: concurrent calls of one model share one backend run.
 
 A fake inner backend records every run and answers x*2 (plus a per-item row sum), so each caller
 can check it got exactly its own rows back. Batches are made deterministic without timing: with a
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from facecore.backend import OnnxRuntimeBackend
-from facecore.batching import BatchingBackend
 from facecore.errors import InvalidArgument
+from facecore.runtime.backend import OnnxRuntimeBackend
+from facecore.runtime.batching import BatchingBackend
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "models" / "onnx"

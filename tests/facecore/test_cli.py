@@ -17,10 +17,10 @@ from typing import Any
 import facecore
 import numpy as np
 import pytest
-from facecore.engine import Engine
-from facecore.image import decode_image
-from facecore.library import FaceLibrary
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
 from facecore.score import score_to_similarity
+from facecore.store.library import FaceLibrary
 
 from tests.conftest import SHARED_DATA
 

@@ -14,11 +14,11 @@ import dlib
 import numpy as np
 import onnx
 import pytest
-from facecore.backend import OnnxRuntimeBackend
 from facecore.convert import dlib_dnn, dlib_shape
 from facecore.convert.dlib_dnn import DlibFormatError
 from facecore.convert.sources import member_path
-from facecore.embed import Recognizer
+from facecore.pipeline.embed import Recognizer
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

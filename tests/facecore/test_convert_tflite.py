@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from facecore.backend import OnnxRuntimeBackend
 from facecore.convert import tflite
-from facecore.detect import MtcnnDetector
-from facecore.landmarks import crop_transforms, warp_crops
+from facecore.pipeline.detect import MtcnnDetector
+from facecore.pipeline.landmarks import crop_transforms, warp_crops
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from facecore.backend import OnnxRuntimeBackend
 from facecore.convert.sources import member_path
-from facecore.detect import Detections, MtcnnDetector, nms
+from facecore.pipeline.detect import Detections, MtcnnDetector, nms
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
-from facecore.image import PEAK_BYTES_PER_PIXEL, decode_image, image_size
+from facecore.pipeline.image import PEAK_BYTES_PER_PIXEL, decode_image, image_size
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
@@ -196,7 +196,7 @@ def test_a_documented_magic_with_another_body_is_refused() -> None:
 _PEAK_SCRIPT = """
 import resource, sys
 from pathlib import Path
-from facecore.image import decode_image
+from facecore.pipeline.image import decode_image
 data = Path(sys.argv[1]).read_bytes()
 def hwm():
     for line in open("/proc/self/status"):

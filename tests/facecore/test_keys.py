@@ -1,4 +1,4 @@
-"""facecore.keys: API keys (scrypt at rest), access tokens (random, expiring, bound to an appid,
+"""facecore.store.keys: API keys (scrypt at rest), access tokens (random, expiring, bound to an appid,
 gone with their key), the admin requests, and `facecore keys` on a store no server holds."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from facecore.errors import InvalidArgument, UnknownId
-from facecore.keys import (
+from facecore.store.keys import (
     API_KEY_CHARS,
     SECRET_CHARS,
     TOKENS_PER_KEY,

@@ -14,10 +14,9 @@ import cv2
 import dlib
 import numpy as np
 import pytest
-from facecore.backend import OnnxRuntimeBackend
 from facecore.convert.sources import member_path
-from facecore.detect import MtcnnDetector
-from facecore.landmarks import (
+from facecore.pipeline.detect import MtcnnDetector
+from facecore.pipeline.landmarks import (
     MESH72,
     FaceMesh,
     Mesh,
@@ -26,7 +25,8 @@ from facecore.landmarks import (
     landmarks72,
     mouth_open_ratio,
 )
-from facecore.pose import face_frame, head_pose, rotation
+from facecore.pipeline.pose import face_frame, head_pose, rotation
+from facecore.runtime.backend import OnnxRuntimeBackend
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 

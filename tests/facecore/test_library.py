@@ -22,12 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import facecore.library
+import facecore.store.library
 import numpy as np
 import pytest
 from facecore.errors import FaceCoreError, InvalidArgument
-from facecore.library import FaceInfo, FaceLibrary, Match, NewFace, UserInfo
 from facecore.score import similarity_to_score
+from facecore.store.library import FaceInfo, FaceLibrary, Match, NewFace, UserInfo
 
 from tests.conftest import REPO
 
@@ -1160,7 +1160,7 @@ def _child(script: str, tmp_path: Path, *, kill: bool) -> None:
     if kill:
         code += "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
     # The child imports the same facecore as this test (installed, or in-tree with PYTHONPATH).
-    package_root = str(Path(facecore.library.__file__).resolve().parents[1])
+    package_root = str(Path(facecore.store.library.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, str(REPO)]))
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -1177,7 +1177,7 @@ _CHILD_PRELUDE = """
 import json, sys, uuid
 from pathlib import Path
 import numpy as np
-from facecore.library import FaceLibrary, NewFace
+from facecore.store.library import FaceLibrary, NewFace
 from tests.facecore.test_library import listing, answers, build_store, APP
 root = Path(sys.argv[1])
 """

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from facecore.errors import FaceCoreError
-from facecore.library import FaceInfo, FaceLibrary, NewFace, iter_prefix
+from facecore.store.library import FaceInfo, FaceLibrary, NewFace, iter_prefix
 
 DIM = 128
 APP = "conc"

@@ -1,5 +1,5 @@
 """Silent image liveness: the user-supplied MiniFASNet pair, installed by facecore.convert.minifasnet,
-scored through facecore.liveness and Engine(fields=("liveness",))."""
+scored through facecore.pipeline.liveness and Engine(fields=("liveness",))."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from facecore import Engine, decode_image
 from facecore.convert import minifasnet
 from facecore.errors import FaceCoreError
-from facecore.liveness import THRESHOLDS, crop_box, crops
+from facecore.pipeline.liveness import THRESHOLDS, crop_box, crops
 
 from tests.conftest import LIVENESS_SOURCE, MODELS_DIR, SHARED_DATA
 

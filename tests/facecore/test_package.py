@@ -13,12 +13,23 @@ import pytest
 def test_search_alone_loads_no_pipeline() -> None:
     code = (
         "import sys, facecore.search\n"
-        "loaded = [m for m in ('cv2', 'onnxruntime', 'PIL', 'facecore.engine', 'facecore.image')"
+        "loaded = [m for m in ('cv2', 'onnxruntime', 'PIL', 'facecore.pipeline', 'facecore.store')"
         " if m in sys.modules]\n"
         "print(','.join(loaded))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+def test_the_rooms_import_by_their_names() -> None:
+    """Each sub-package a newcomer can name imports on its own, its modules by their new paths."""
+    import facecore.pipeline.engine
+    import facecore.runtime.backend
+    import facecore.store.library
+
+    assert facecore.pipeline.engine.Engine is facecore.Engine
+    assert facecore.runtime.backend.OnnxRuntimeBackend.__module__ == "facecore.runtime.backend"
+    assert facecore.store.library.FaceLibrary.__module__ == "facecore.store.library"
 
 
 @pytest.mark.parametrize("name", facecore.__all__)

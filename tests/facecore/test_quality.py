@@ -6,9 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from facecore import quality
-from facecore.engine import Engine
-from facecore.image import decode_image
+from facecore.pipeline import quality
+from facecore.pipeline.engine import Engine
+from facecore.pipeline.image import decode_image
 
 from tests.conftest import SHARED_DATA
 

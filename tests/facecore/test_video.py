@@ -1,4 +1,4 @@
-"""facecore.video: what is refused before decoding, the decoding budget, streaming, the motion
+"""facecore.pipeline.video: what is refused before decoding, the decoding budget, streaming, the motion
 evidence measures, and video liveness on generated attack videos and a real clip."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from facecore import Engine, decode_image
 from facecore.errors import FaceCoreError
-from facecore.liveness import THRESHOLDS
-from facecore.video import (
+from facecore.pipeline.liveness import THRESHOLDS
+from facecore.pipeline.video import (
     MAX_FRAME_PIXELS,
     Video,
     analyse,
@@ -246,7 +246,7 @@ import json, sys
 import numpy as np
 from facecore import Engine
 from facecore.errors import FaceCoreError
-from facecore.video import Video, analyse
+from facecore.pipeline.video import Video, analyse
 
 def status(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from facecore import decode_image
-from facecore.liveness import THRESHOLDS
-from facecore.video import write_video
+from facecore.pipeline.liveness import THRESHOLDS
+from facecore.pipeline.video import write_video
 from live_server import SHARED, Client, lfw
 
 VIDEO = SHARED / "video" / "WDA_AlexandriaOcasioCortez_000.mp4"
@@ -200,7 +200,7 @@ def test_sessions_expire_after_five_minutes(
 
     from facecore import Engine
     from facecore.errors import FaceTokenNotFound
-    from facecore.library import FaceLibrary
+    from facecore.store.library import FaceLibrary
     from facecore_server import h5
 
     with FaceLibrary(tmp_path / "lib") as lib:

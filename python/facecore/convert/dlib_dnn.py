@@ -387,7 +387,7 @@ def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
             "licence": "CC0 (public domain), Davis E. King",
             "converter": "facecore.convert.dlib_dnn",
             "notes": "dlib ResNet-29 face recogniser; input is a 150x150 chip from "
-            "facecore.align.extract_chips (dlib's get_face_chip geometry, padding 0.25). "
+            "facecore.pipeline.align.extract_chips (dlib's get_face_chip geometry, padding 0.25). "
             "Conv+affine folded; dlib's zero-padding add_prev made explicit with Pad nodes.",
         }
     }

@@ -1,7 +1,7 @@
 """dlib's 5-point shape predictor (`shape_predictor_5_face_landmarks.dat`) as plain numpy arrays.
 
 An ensemble of regression trees (Kazemi & Sullivan 2014) is not a neural network, so it is not
-converted to ONNX: `facecore.align.Shape5Predictor` evaluates it in numpy from the arrays written
+converted to ONNX: `facecore.pipeline.align.Shape5Predictor` evaluates it in numpy from the arrays written
 here (`dlib_shape5.npz`). The .dat layout (dlib's `serialize(shape_predictor)`, version 1):
 initial_shape (column matrix of x,y pairs in the detector box's unit square); forests (per cascade,
 per tree: splits in heap order (idx1, idx2, thresh) and leaf value vectors); anchor_idx and
@@ -116,7 +116,7 @@ def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
                 {
                     "name": "image + box",
                     "meaning": "grey image (dlib's (R+G+B)//3 of the 8-bit colour image) and the "
-                    "face box of dlib's HOG detector; see facecore.align.Shape5Predictor",
+                    "face box of dlib's HOG detector; see facecore.pipeline.align.Shape5Predictor",
                 }
             ],
             "outputs": [
@@ -132,6 +132,6 @@ def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
             "licence": "CC0 (public domain), Davis E. King",
             "converter": "facecore.convert.dlib_shape",
             "notes": f"ensemble of regression trees: {c} cascades x {t} trees of {s} splits; "
-            "evaluated in numpy by facecore.align.Shape5Predictor, not an ONNX model",
+            "evaluated in numpy by facecore.pipeline.align.Shape5Predictor, not an ONNX model",
         }
     }

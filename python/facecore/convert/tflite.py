@@ -287,6 +287,6 @@ def build(cache: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
             "converter": "facecore.convert.tflite",
             "notes": "fp16 weights widened to fp32; graph rebuilt in NCHW; PReLU written as "
             "relu(x) * (1 - a) + x * a. Crop as MediaPipe does: "
-            "a square 1.5x the face box, rotated upright by the eye line (facecore.landmarks).",
+            "a square 1.5x the face box, rotated upright by the eye line (facecore.pipeline.landmarks).",
         }
     }

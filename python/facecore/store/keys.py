@@ -39,7 +39,7 @@ from typing import Any, Literal
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from facecore.errors import FaceCoreError, InvalidArgument, UnknownId
-from facecore.library import check_appid, iter_prefix
+from facecore.store.library import check_appid, iter_prefix
 
 ALPHABET = string.ascii_letters + string.digits
 API_KEY_CHARS = 24  # Baidu's lengths: 24 and 32 characters of [A-Za-z0-9] (143 and 190 bits)
@@ -120,7 +120,7 @@ class KeyStore:
 
     def checkpoint(self, path: str | Path) -> None:
         """An online, consistent copy of the store in `path` (which must not exist), through
-        RocksDB's checkpoint (facecore.backup)."""
+        RocksDB's checkpoint (facecore.store.backup)."""
         Checkpoint(self._db).create_checkpoint(str(path))
 
     # ------------------------------------------------------------------ keys

@@ -7,7 +7,7 @@ batch, and maps the points back to the image. From the mesh we derive Baidu's 72
 the index tables with pictures.
 
 Coordinates: continuous pixel coordinates where pixel column i spans [i, i+1) (the convention of
-`facecore.detect` boxes), so the centre of the top-left pixel is (0.5, 0.5). "Left" means the
+`facecore.pipeline.detect` boxes), so the centre of the top-left pixel is (0.5, 0.5). "Left" means the
 viewer's left (the subject's right eye is the "left eye"), as MTCNN's points are ordered too.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facecore.backend import Backend
+from facecore.runtime.backend import Backend
 
 ROLE = "landmarks468"
 CROP = 192

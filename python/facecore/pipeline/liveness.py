@@ -12,8 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facecore.backend import Backend
 from facecore.errors import LivenessMissing
+from facecore.runtime.backend import Backend
 
 ROLES = {"liveness_v2": 2.7, "liveness_v1se": 4.0}
 SIZE = 80

@@ -45,9 +45,9 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from facecore.engine import Engine, Face
 from facecore.errors import ImageTooLarge, ImageUnreadable, LivenessMissing, NoFace
-from facecore.image import DEFAULT_MAX_PIXELS
+from facecore.pipeline.engine import Engine, Face
+from facecore.pipeline.image import DEFAULT_MAX_PIXELS
 
 MAX_SECONDS = 20.0
 MIN_SECONDS = 2.0  # below this there is no room for a blink or a head turn (the spec asks 5-15 s)

@@ -2,8 +2,8 @@
 
 A backup is a directory of RocksDB checkpoints, one per store, and a manifest:
     manifest.json   format, FaceCore version, time, each store's sequence number and key counts
-    rocksdb/        the face library (facecore.library.FaceLibrary)
-    auth/           the API keys (facecore.keys.KeyStore), when the data directory has them
+    rocksdb/        the face library (facecore.store.library.FaceLibrary)
+    auth/           the API keys (facecore.store.keys.KeyStore), when the data directory has them
 A checkpoint hard-links RocksDB's immutable files and copies the rest, so it is cheap and stops
 no reader or writer. Each store's copy is one point in its write order: every operation
 acknowledged before the backup began is in it, and one running meanwhile is in it whole or not at
@@ -32,11 +32,11 @@ from rocksdict import AccessType, Checkpoint, Options, Rdict
 
 import facecore
 from facecore.errors import BackupError, FaceCoreError
-from facecore.keys import ADMIN_SOCKET, KeyStore
-from facecore.keys import STORE_DIR as KEYS_DIR
-from facecore.library import INDEX_DIR, PROBLEMS, FaceLibrary, iter_prefix
-from facecore.library import STORE_DIR as LIBRARY_DIR
 from facecore.search import fsync_path
+from facecore.store.keys import ADMIN_SOCKET, KeyStore
+from facecore.store.keys import STORE_DIR as KEYS_DIR
+from facecore.store.library import INDEX_DIR, PROBLEMS, FaceLibrary, iter_prefix
+from facecore.store.library import STORE_DIR as LIBRARY_DIR
 
 FORMAT = 1
 MANIFEST = "manifest.json"

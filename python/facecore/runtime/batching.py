@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecore.backend import Backend
 from facecore.errors import InvalidArgument
+from facecore.runtime.backend import Backend
 
 
 class _Batch:

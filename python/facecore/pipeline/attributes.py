@@ -4,7 +4,7 @@ Models run only through a Backend (roles "age", "gender", "emotion"), one call p
 faces of a request. Inputs are already-cropped faces:
 
 - age and gender take dlib face chips (5-point alignment, padding 0.2; 64x64 for age, 32x32 for
-  gender), RGB uint8, which is what Cydral trained on (`facecore.align` makes them);
+  gender), RGB uint8, which is what Cydral trained on (`facecore.pipeline.align` makes them);
 - emotion takes grey 64x64 crops cut the way fer cuts them (`emotion_crops`).
 
 Emotion names are Baidu's: fer's seven classes (angry, disgust, fear, happy, sad, surprise,
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facecore.backend import Backend
 from facecore.errors import InvalidArgument, InvalidType
+from facecore.runtime.backend import Backend
 
 INPUT = "images"  # input name of the three models (facecore.convert.cydral / keras_fer)
 AGE_CHIP = 64

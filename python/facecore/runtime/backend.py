@@ -20,7 +20,7 @@ import numpy as np
 from facecore.errors import ModelsMissing
 
 # In a source checkout (python/facecore/ imported in place) the repository's models/onnx.
-_SOURCE_TREE_MODELS = Path(__file__).resolve().parents[2] / "models" / "onnx"
+_SOURCE_TREE_MODELS = Path(__file__).resolve().parents[3] / "models" / "onnx"
 
 
 def default_models_dir() -> Path:

@@ -1,6 +1,6 @@
 """Face alignment: dlib's 5-point landmarks and its 150x150 face chips, reproduced in numpy.
 
-The recogniser (facecore.embed) was trained on chips cut by dlib's `get_face_chip` from its 5-point
+The recogniser (facecore.pipeline.embed) was trained on chips cut by dlib's `get_face_chip` from its 5-point
 shape predictor's landmarks, so this module follows dlib's arithmetic exactly where it can
 (tests/facecore/test_align.py checks it against dlib itself):
 
@@ -43,7 +43,7 @@ DLIB_TEMPLATE5 = np.array(
 # Where MTCNN's 5 points (left eye, right eye, nose, left and right mouth corner, "left" = image
 # left) fall in dlib's chip, in the same unit-square frame as DLIB_TEMPLATE5. Fitted, not derived:
 # the mean over the 1,465 LFW faces (every 2nd image) where dlib's HOG detector finds exactly one
-# face, of facecore.detect's MTCNN points mapped into the chip that dlib's geometry cuts from our
+# face, of facecore.pipeline.detect's MTCNN points mapped into the chip that dlib's geometry cuts from our
 # Shape5Predictor's points on the HOG box (tools/fit_alignment.py; std 1.6-1.8 px for the eyes,
 # 4-6 px for nose and mouth at 150 px). Geometry only: no identity labels are involved.
 MTCNN_TEMPLATE5 = np.array(

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecore.errors import ImageTooLarge, ImageUnreadable, InvalidType
 
-DEFAULT_MAX_PIXELS = 36_000_000  # more than 36 megapixels is ImageTooLarge (docs/api.md, --max-pixels)
+DEFAULT_MAX_PIXELS = 36_000_000  # over 36 megapixels: ImageTooLarge (docs/api.md, --max-pixels)
 MIN_SIDE = 16  # smaller images cannot hold a detectable face (MTCNN's smallest window is 12 px)
 PEAK_BYTES_PER_PIXEL = 12  # the most one decode holds at once (RGBA: image, its RGBA, canvas)
 SUPPORTED = "JPEG, PNG, BMP, WebP, TIFF, GIF"

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from facecore.landmarks import LEFT_EYE, RIGHT_EYE
+from facecore.pipeline.landmarks import LEFT_EYE, RIGHT_EYE
 
 FOREHEAD = 10  # top of the forehead, on the midline
 LOWER_MIDLINE = (2, 152)  # nose base and chin: their mean is the lower end of the face's y axis
@@ -74,7 +74,7 @@ def head_pose(
     """(yaw, pitch, roll) in degrees of one face from its (468, 3) mesh points.
 
     points: x, y in image pixels, z at the same scale, negative towards the camera (as
-    `facecore.landmarks.Mesh.points`). image_size (width, height) is accepted for compatibility
+    `facecore.pipeline.landmarks.Mesh.points`). image_size (width, height) is accepted for compatibility
     and unused: the mesh is orthographic, so the camera does not enter.
     """
     del image_size

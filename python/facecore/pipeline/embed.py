@@ -1,4 +1,4 @@
-"""Face embeddings: 150x150 RGB chips (facecore.align.extract_chips) -> 128-d descriptors.
+"""Face embeddings: 150x150 RGB chips (facecore.pipeline.align.extract_chips) -> 128-d descriptors.
 
 The model is dlib's ResNet recogniser converted to ONNX (facecore.convert.dlib_dnn), run through a
 Backend so ONNX Runtime or TensorRT can serve it; all chips of a call go through in one batch.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecore.backend import Backend
 from facecore.errors import InvalidArgument, InvalidType
+from facecore.runtime.backend import Backend
 
 ROLE = "recognizer"
 INPUT = "image"

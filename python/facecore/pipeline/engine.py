@@ -16,23 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from facecore import quality as quality_mod
-from facecore.align import (
+from facecore.errors import InvalidArgument, InvalidType, LivenessMissing
+from facecore.pipeline import quality as quality_mod
+from facecore.pipeline.align import (
     Shape5Predictor,
     chip_transform,
     chip_transform_from_mtcnn,
     dlib_boxes_from_mtcnn,
     extract_chips,
 )
-from facecore.attributes import EMOTIONS, HAPPY, AgeGender, Emotion, emotion_crops, expression
-from facecore.backend import Backend, OnnxRuntimeBackend
-from facecore.detect import MtcnnDetector
-from facecore.embed import Recognizer
-from facecore.errors import InvalidArgument, InvalidType, LivenessMissing
-from facecore.fields import ALWAYS_KEYS, ENGINE_ALIASES, FIELDS, NAMES, served, unsupported
-from facecore.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
-from facecore.liveness import Liveness
-from facecore.pose import head_pose
+from facecore.pipeline.attributes import (
+    EMOTIONS,
+    HAPPY,
+    AgeGender,
+    Emotion,
+    emotion_crops,
+    expression,
+)
+from facecore.pipeline.detect import MtcnnDetector
+from facecore.pipeline.embed import Recognizer
+from facecore.pipeline.fields import ALWAYS_KEYS, ENGINE_ALIASES, FIELDS, NAMES, served, unsupported
+from facecore.pipeline.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
+from facecore.pipeline.liveness import Liveness
+from facecore.pipeline.pose import head_pose
+from facecore.runtime.backend import Backend, OnnxRuntimeBackend
 from facecore.score import similarity_to_score
 
 _NEEDS_MESH = {"landmark", "angle", "expression", "eye_status"}

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facecore.backend import Backend
 from facecore.errors import InvalidArgument
+from facecore.runtime.backend import Backend
 
 _WINDOW = 12  # P-Net's receptive field
 _STRIDE = 2  # P-Net's output stride
