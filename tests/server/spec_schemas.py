@@ -1,9 +1,9 @@
 """JSON Schemas of the v3 answers, written from the spec's response tables and examples
-(../shared/spec/baidu-face-private-v3.md) and DECISIONS.md, not from the server's openapi.py, so
-that they check it. `check(route, envelope)` validates a whole answer; `SPEC_MESSAGES` is the spec's
-error table (code -> error_msg), read from the spec file itself.
+(../shared/spec/baidu-face-private-v3.md) and the decisions docs/api.md records, not from the
+server's openapi.py, so that they check it. `check(route, envelope)` validates a whole answer;
+`SPEC_MESSAGES` is the spec's error table (code -> error_msg), read from the spec file itself.
 
-Where the spec and DECISIONS differ, DECISIONS wins: detect answers `angle` (the table says
+Where the spec and those decisions differ, the decisions win: detect answers `angle` (the table says
 `angel`), face tokens are 32 lowercase hex characters. Fields FaceCore cannot compute (beauty,
 glasses, race, face_shape, face_type, parsing, occlusion) must be absent, which the schemas demand
 with `false` subschemas.
@@ -127,7 +127,7 @@ IDENTIFY = _object(
         "user_list": {"type": "array", "items": USER_MATCH, "minItems": 1, "maxItems": 20},
     }
 )
-# M:N search (DECISIONS.md's extension): every face with its location and its user list.
+# M:N search (FaceCore's extension, docs/api.md): every face with its location and its user list.
 MULTI_SEARCH = _object(
     {
         "face_num": {"type": "integer", "minimum": 1},

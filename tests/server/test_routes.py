@@ -230,7 +230,7 @@ def test_detect_max_face_num_on_a_group_photo(server: Client) -> None:
 
 
 def test_base64_variants(server: Client) -> None:
-    """DECISIONS.md: either alphabet, padding optional, line breaks and a data: prefix tolerated;
+    """docs/api.md: either alphabet, padding optional, line breaks and a data: prefix tolerated;
     enum values in any case."""
     path = lfw("Aaron_Sorkin")
     data = path.read_bytes()
