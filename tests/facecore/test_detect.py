@@ -12,9 +12,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from facecore.convert.mtcnn import same_upper_pads
 from facecore.convert.sources import member_path
 from facecore.pipeline.detect import Detections, MtcnnDetector, nms
 from facecore.runtime.backend import OnnxRuntimeBackend
+from onnx import TensorProto, helper
 
 from tests.conftest import MODEL_SOURCES, MODELS_DIR, SHARED_DATA
 
@@ -149,6 +151,49 @@ def test_models_follow_the_contract(role: str) -> None:
     assert entry["file"] == f"{role}.onnx"
     assert entry["inputs"][0]["layout"] == "NCHW" and entry["inputs"][0]["colour"] == "BGR"
     assert [o["name"] for o in entry["outputs"]] == [o.name for o in model.graph.output]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_models_have_no_auto_pad(role: str) -> None:
+    """Explicit pads only: onnx2torch (the TorchScript engines) converts no auto_pad."""
+    model = onnx.load(str(MODELS_DIR / f"{role}.onnx"))
+    for node in model.graph.node:
+        assert all(a.name != "auto_pad" for a in node.attribute), node.name
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 2), (3, 1), (2, 1), (4, 2), (5, 2)])
+def test_same_upper_pads_equal_auto_pad(kernel: int, stride: int) -> None:
+    """A MaxPool with `same_upper_pads` gives auto_pad=SAME_UPPER's output, for known sizes and,
+    where the pads can be size-independent, for a size known only at run time."""
+
+    def pool(h: int | None, w: int | None, **attrs: Any) -> ort.InferenceSession:
+        node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kernel] * 2, **attrs)
+        graph = helper.make_graph(
+            [node],
+            "pool",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, h or "H", w or "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(3)
+    strides = [stride] * 2
+    dynamic = max(kernel - stride, 0) // 2 == (kernel - 1) // 2
+    for h, w in [(7, 7), (8, 9), (12, 13), (22, 22), (1, 5)]:
+        x = rng.standard_normal((1, 2, h, w)).astype(np.float32)
+        ref = pool(h, w, auto_pad="SAME_UPPER", strides=strides).run(None, {"x": x})[0]
+        pads = same_upper_pads([kernel] * 2, strides, [h, w])
+        got = pool(h, w, pads=pads, strides=strides).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, ref)
+        if dynamic:
+            pads = same_upper_pads([kernel] * 2, strides, [None, None])
+            got = pool(None, None, pads=pads, strides=strides).run(None, {"x": x})[0]
+            np.testing.assert_array_equal(got, ref)
+    if not dynamic:
+        with pytest.raises(ValueError, match="needs a known size"):
+            same_upper_pads([kernel] * 2, strides, [None, None])
 
 
 def test_pnet_any_batch_and_size(backend: OnnxRuntimeBackend) -> None:

@@ -14,7 +14,9 @@ NCHW **BGR** float32 0..255, and all of the above lives inside the weights, exac
 - PRelu (per-channel slopes a) becomes a*x + (1 - a)*Relu(x): ONNX Runtime's PRelu broadcasts
   slowly over NCHW and blocks its NCHWc convolution layout; the Mul/Relu/Add form runs in it;
 - the two-way softmax (background, face) becomes Sigmoid(logit_face - logit_background), with the
-  difference folded into the last layer's weights: one face-probability channel.
+  difference folded into the last layer's weights: one face-probability channel;
+- MaxPool's auto_pad=SAME_UPPER becomes the explicit `pads` of the same windows (`same_upper_pads`):
+  onnx2torch, which makes the TorchScript engines, converts no auto_pad.
 
 Outputs: P-Net `bbox_reg` (N, 4, H', W') and `face_prob` (N, 1, H', W') per 12x12 window at stride 2,
 H' = ceil((H - 2) / 2) - 4, in the image's orientation. R-Net/O-Net `bbox_reg` (N, 4) = (dx1, dy1,
@@ -83,6 +85,10 @@ class _Rewriter:
         self.inits: dict[str, onnx.TensorProto] = {}
         self.producer = {o: n for n in model.graph.node for o in n.output}
         self.graph = model.graph
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+        self.shapes = {
+            v.name: [d.dim_value or None for d in v.type.tensor_type.shape.dim] for v in inferred
+        }
 
     def const(self, name: str, value: np.ndarray) -> str:
         self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(value, np.float32), name)
@@ -125,6 +131,8 @@ class _Rewriter:
                     self.node("Transpose", ins, outs, perm=[0, 3, 2, 1])
             elif n.op_type == "Softmax":
                 self._face_prob()
+            elif n.op_type == "MaxPool":
+                self._max_pool(ins[0], outs[0], n)
             else:
                 consts = [self.const(i, self.src[i]) if i in self.src else i for i in ins]
                 self.node(n.op_type, consts, outs, **_attrs(n))
@@ -176,6 +184,23 @@ class _Rewriter:
             strides=list(a["strides"]),
         )
 
+    def _max_pool(self, x: str, out: str, src: onnx.NodeProto) -> None:
+        """MaxPool with explicit `pads` in place of the source's auto_pad (onnx2torch, and so the
+        TorchScript engines, cannot convert SAME_UPPER): the same windows and so the same output."""
+        a = _attrs(src)
+        pad = a.pop("auto_pad", b"NOTSET")
+        if pad == b"SAME_UPPER":
+            a["pads"] = same_upper_pads(
+                a["kernel_shape"], a["strides"], self._spatial(src.input[0])
+            )
+        elif pad not in (b"VALID", b"NOTSET"):
+            raise ValueError(f"{self.role}: {src.name} has auto_pad {pad!r}")
+        self.node("MaxPool", [x], [out], **a)
+
+    def _spatial(self, name: str) -> list[int | None]:
+        """The source tensor's (H, W) in our frame, None where it depends on the input size."""
+        return self.shapes[name][2:][::-1]  # the source's NCHW holds (W, H): see the module doc
+
     def _face_prob(self) -> None:
         """Sigmoid(face - background logit), the difference folded into the logits layer."""
         layer = self.logits_layer
@@ -190,6 +215,28 @@ class _Rewriter:
             )
             self.node("Add", ["fw", self.const("face_b", b[1:2] - b[0:1])], ["face_logit"])
         self.node("Sigmoid", ["face_logit"], ["face_prob"])
+
+
+def same_upper_pads(kernel: list[int], strides: list[int], sizes: list[int | None]) -> list[int]:
+    """ONNX `pads` (all begins, then all ends) that give a pooling exactly auto_pad=SAME_UPPER's
+    windows: output ceil(size / stride), `total` = (output - 1) * stride + kernel - size padding,
+    total // 2 of it first. A size not known until run time (P-Net's) needs a pad that suits every
+    size: `total` then runs over kernel - stride .. kernel - 1, and begin = (kernel - 1) // 2 with
+    end = kernel - 1 - begin gives the same windows whenever total // 2 is that same begin for all
+    of them (and more padding at the end changes no window: a window never reaches it)."""
+    begins, ends = [], []
+    for k, s, n in zip(kernel, strides, sizes):
+        if n is None:
+            begin = (k - 1) // 2
+            if max(k - s, 0) // 2 != begin:
+                raise ValueError(f"SAME_UPPER with kernel {k}, stride {s} needs a known size")
+            end = k - 1 - begin
+        else:
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            begin, end = total // 2, total - total // 2
+        begins.append(begin)
+        ends.append(end)
+    return begins + ends
 
 
 def rewrite(model: onnx.ModelProto, role: str) -> onnx.ModelProto:
