@@ -56,6 +56,12 @@ class BackupError(FaceCoreError):
     """A backup or restore that cannot be done as asked (the message says why)."""
 
 
+class EngineError(FaceCoreError):
+    """An engine (facecore.runtime.engines) cannot be built or loaded: the message names the model
+    and why (no torch, a model file that does not match its manifest, a device the key was not
+    built for, a trace that does not hold for every batch size)."""
+
+
 # -- 2220xx: a parameter is missing or malformed --------------------------------------------------
 
 
