@@ -451,6 +451,47 @@ def test_fp16_engine_embeds_like_fp32(pipeline_calls: dict[str, Any], tmp_path: 
     assert got.dtype == np.float32 and cos.min() >= 0.999
 
 
+# What a GPU engine in its default precision (fp16 from sm_70) may differ from ONNX Runtime by: the
+# issue's bars where it sets one (embedding cosine >= 0.999 for fp16, landmarks within 1 px), else
+# 0.02 on probabilities and box fractions. Not yet run on a device: the numbers it prints are the
+# first measurement.
+GPU_TOLERANCE = {"landmarks468": 1.0}
+
+
+@pytest.fixture(scope="module")
+def cuda() -> None:
+    """Skips (before the pipeline fixture runs) where torch sees no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+
+
+@pytest.mark.gpu
+@needs_torch
+def test_gpu_engines_match_onnxruntime(
+    cuda: None, pipeline_calls: dict[str, Any], tmp_path: Path
+) -> None:
+    import torch
+
+    for role, (key, path) in engines.manifest_keys(MODELS_DIR, device="cuda").items():
+        engines.ensure(key, path, tmp_path)
+        module = engines.load(key, tmp_path)
+        worst, cosine = 0.0, 1.0
+        with torch.no_grad():
+            for x, ref in pipeline_calls[role]:
+                got = [t.cpu().numpy() for t in module(torch.from_numpy(x).cuda())]
+                for g, r in zip(got, ref, strict=True):
+                    if role == "recognizer":
+                        cos = (g * r).sum(1) / np.linalg.norm(g, axis=1) / np.linalg.norm(r, axis=1)
+                        cosine = min(cosine, float(cos.min()))
+                    else:
+                        worst = max(worst, float(np.abs(g - r).max()))
+        print(f"{role} {key.precision} on {key.device}: max diff {worst:.2e}, cosine {cosine:.6f}")
+        assert cosine >= (0.999 if key.precision == "fp16" else 0.9999), role
+        assert worst <= GPU_TOLERANCE.get(role, 0.02), role
+
+
 def _torch_input(x: np.ndarray) -> Any:
     import torch
 
