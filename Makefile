@@ -69,9 +69,11 @@ test: install models engine-tools ctest
 	$(BIN)/python -m pytest tests
 
 # The C++ core's own tests (tests/cpp), built without Python in build/ctest.
+# The engine's tests use libtorch when this venv has torch (Python_EXECUTABLE says where to look).
 ctest: $(STAMP)
 	$(BIN)/cmake -S . -B build/ctest -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN))/ninja \
-		-DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON -DCMAKE_BUILD_TYPE=Release > /dev/null
+		-DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
+		-DPython_EXECUTABLE=$(abspath $(BIN))/python > /dev/null
 	$(BIN)/cmake --build build/ctest
 	$(BIN)/ctest --test-dir build/ctest --output-on-failure
 
@@ -81,6 +83,7 @@ ctest-aarch64: $(STAMP)
 	$(BIN)/cmake -S . -B build/ctest-aarch64 -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(BIN))/ninja \
 		-DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
+		-DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON \
 		"-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu" > /dev/null
 	$(BIN)/cmake --build build/ctest-aarch64
 	$(BIN)/ctest --test-dir build/ctest-aarch64 --output-on-failure
