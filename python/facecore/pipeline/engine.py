@@ -39,7 +39,8 @@ from facecore.pipeline.fields import ALWAYS_KEYS, ENGINE_ALIASES, FIELDS, NAMES,
 from facecore.pipeline.landmarks import FaceMesh, eye_open, landmark4, landmarks72, mouth_open_ratio
 from facecore.pipeline.liveness import Liveness
 from facecore.pipeline.pose import head_pose
-from facecore.runtime.backend import Backend, OnnxRuntimeBackend
+from facecore.runtime.backend import Backend
+from facecore.runtime.gpu import open_backend
 from facecore.score import similarity_to_score
 
 _NEEDS_MESH = {"landmark", "angle", "expression", "eye_status"}
@@ -105,12 +106,9 @@ class Engine:
             raise InvalidArgument(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         self.alignment = alignment
         if isinstance(backend, str):
-            if backend != "onnxruntime":
-                raise InvalidArgument(
-                    f"backend must be 'onnxruntime' or a Backend, got {backend!r}"
-                )
-            self.backend: Backend = OnnxRuntimeBackend(
-                Path(models_dir) if models_dir is not None else None, threads=threads
+            # "onnxruntime", "cuda", "tensorrt", "torch" (the GPU engine on the CPU) or "auto".
+            self.backend: Backend = open_backend(
+                backend, Path(models_dir) if models_dir is not None else None, threads=threads
             )
         else:
             self.backend = backend

@@ -56,6 +56,18 @@ def load_manifest(models_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def model_path(models_dir: Path, manifest: dict[str, Any], role: str) -> Path:
+    """The file of model `role` listed in the manifest; ModelsMissing if it is not there."""
+    try:
+        entry = manifest["models"][role]
+    except KeyError:
+        raise ModelsMissing(f"no model for role {role!r} in {models_dir}/manifest.json") from None
+    path = models_dir / str(entry["file"])
+    if not path.exists():
+        raise ModelsMissing(f"{path} listed in the manifest is missing: run `make models`")
+    return path
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on the CPU. `threads` = intra-op threads per call (0: ONNX Runtime's default).
 
@@ -73,16 +85,7 @@ class OnnxRuntimeBackend:
         return role in self.manifest["models"]
 
     def path(self, role: str) -> Path:
-        try:
-            entry = self.manifest["models"][role]
-        except KeyError:
-            raise ModelsMissing(
-                f"no model for role {role!r} in {self.models_dir}/manifest.json"
-            ) from None
-        path = self.models_dir / str(entry["file"])
-        if not path.exists():
-            raise ModelsMissing(f"{path} listed in the manifest is missing: run `make models`")
-        return path
+        return model_path(self.models_dir, self.manifest, role)
 
     def session(self, role: str) -> Any:
         sess = self._sessions.get(role)
