@@ -21,6 +21,8 @@ from facecore.errors import UnsupportedMethod
 from facecore.pipeline.engine import Engine
 from facecore.runtime.backend import OnnxRuntimeBackend
 from facecore.runtime.batching import BatchingBackend
+from facecore.runtime.gpu import describe as describe_backend
+from facecore.runtime.gpu import open_backend
 from facecore.store.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
 from facecore.store.library import FaceLibrary
 from facecore_server import admin, capabilities, h5, openapi
@@ -91,7 +93,13 @@ class Server:
             workers, settings.max_queue, settings.queue_timeout, settings.max_inflight_bytes
         )
         self.bodies = Bodies(self.admission, settings.max_body, settings.body_timeout)
-        self.inner = OnnxRuntimeBackend(settings.models_dir, threads=settings.model_threads)
+        self.inner = open_backend(
+            settings.backend,
+            settings.models_dir,
+            threads=settings.model_threads,
+            gpus=settings.gpus,
+            peers=lambda: self.admission.running,
+        )
         backend = BatchingBackend(
             self.inner,
             settings.batch_max,
@@ -125,7 +133,10 @@ class Server:
         )
 
     def warm_up(self) -> None:
-        """Open every model's session now, not on the first request."""
+        """Open every model's session now, not on the first request (the GPU engine warmed every
+        model when it was made)."""
+        if not isinstance(self.inner, OnnxRuntimeBackend):
+            return
         for role in self.inner.manifest["models"]:
             if str(self.inner.manifest["models"][role]["file"]).endswith(".onnx"):
                 self.inner.session(role)
@@ -191,6 +202,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "workers": server.admission.workers,
                 "data_dir": str(settings.data_dir),
                 "models_dir": str(server.inner.models_dir),
+                "backend": describe_backend(server.inner),
                 "faces": server.library.stats()["faces"],
             }
         )

@@ -9,6 +9,7 @@ from facecore.errors import LivenessFailed, LivenessMissing
 from facecore.pipeline import fields
 from facecore.pipeline.engine import Engine
 from facecore.pipeline.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
+from facecore.runtime.gpu import describe as describe_backend
 from facecore_server.controls import LIVENESS_LIMITS, QUALITY_ERRORS, QUALITY_LIMITS
 from facecore_server.routes import LIVENESS_COUNTS
 from facecore_server.settings import Settings
@@ -67,4 +68,5 @@ def document(settings: Settings, engine: Engine, url: bool, workers: int) -> dic
             "max_wait_ms": s.batch_wait_ms,
             "workers": workers,
         },
+        "backend": describe_backend(engine.backend),
     }

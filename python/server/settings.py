@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from facecore.pipeline.image import DEFAULT_MAX_PIXELS
+from facecore.runtime.gpu import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Settings:
     default_appid: str | None = None  # set: requests without ?appid= use it (single tenant)
     threads: int = 0  # search threads; 0 = all cores
     model_threads: int = 1  # ONNX Runtime intra-op threads per model call
+    # onnxruntime | cuda | tensorrt | torch | auto (the GPU when there is one; docs/gpu.md)
+    backend: str = "onnxruntime"
+    gpus: str = ""  # CUDA devices for cuda/tensorrt, "0,1"; empty: all of them
     workers: int = 0  # requests computed at once; 0 = one per core
     max_queue: int = 64  # requests waiting for a worker before Busy (system busy)
     queue_timeout: float = 1.0  # seconds a request may wait for a worker before Busy
@@ -122,6 +126,10 @@ class Settings:
             r"[A-Za-z0-9_]{1,48}", self.default_appid
         ):
             out.append(f"--default-appid must be 1-48 of [A-Za-z0-9_], got {self.default_appid!r}")
+        if self.backend not in BACKENDS:
+            out.append(f"--backend must be one of {'|'.join(BACKENDS)}, got {self.backend!r}")
+        if not re.fullmatch(r"(\d+(,\d+)*)?", self.gpus.replace(" ", "")):
+            out.append(f"--gpus must be device numbers like 0,1, got {self.gpus!r}")
         if self.auth not in ("off", "required"):
             out.append(f"--auth must be off or required, got {self.auth!r}")
         if self.auth_window <= 0:

@@ -347,6 +347,7 @@ def test_flags_and_environment(tmp_path: Path) -> None:
         caps = httpx.get(server.url + "/face-api/v3/capabilities", timeout=30).json()["result"]
         assert caps["limits"]["max_body_bytes"] == 4096 and caps["limits"]["token_days"] == 7
         assert caps["batching"] == {"max_batch": 5, "max_wait_ms": 0.0, "workers": 3}
+        assert caps["backend"]["backend"] == "onnxruntime"
         # No ?appid: the default tenant, the same library as ?appid=from_env.
         url = server.url + "/face-api/v3/"
         r = httpx.post(url + "group/add", json={"group_id": "g_default"}, timeout=30)

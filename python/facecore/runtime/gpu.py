@@ -21,6 +21,7 @@ for a GPU backend raises `ModelsMissing` with that reason.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ from facecore.runtime.backend import (
     load_manifest,
     model_path,
 )
+
+log = logging.getLogger("facecore")
 
 BACKENDS = ("onnxruntime", "cuda", "tensorrt", "torch", "auto")
 _RUNNER = {"cuda": "libtorch", "torch": "libtorch", "tensorrt": "tensorrt"}
@@ -256,13 +259,18 @@ def open_backend(
     gpus: str = "",
     peers: Callable[[], int] | None = None,
     **options: Any,
-) -> Backend:
+) -> OnnxRuntimeBackend | EngineBackend:
     """The backend called `name` (BACKENDS). `threads`: ONNX Runtime's intra-op threads; `gpus`:
     "0,1" or "" for all; `options` go to EngineBackend (contexts, max_batch, precision, ...)."""
     if name not in BACKENDS:
         raise InvalidArgument(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "auto":
-        name = "cuda" if available()["gpu"] else "onnxruntime"
+        if available()["gpu"]:
+            try:
+                return open_backend("cuda", models_dir, threads, gpus, peers, **options)
+            except ModelsMissing as e:  # no engines built yet: the CPU still serves
+                log.warning("backend auto: the GPU engine cannot start (%s); using onnxruntime", e)
+        name = "onnxruntime"
     if name == "onnxruntime":
         return OnnxRuntimeBackend(models_dir, threads=threads)
     devices = ["cpu"] if name == "torch" else parse_gpus(gpus)
