@@ -24,7 +24,7 @@ TORCH_CPU ?= torch==2.13.0+cpu
 ONNX2TORCH := onnx2torch==1.5.15
 ENGINE_TOOLS := $(VENV)/.engine-tools-installed
 
-.PHONY: serve test ctest ctest-aarch64 bench install models engine-tools engines clean
+.PHONY: serve test ctest ctest-tsan ctest-aarch64 bench install models engine-tools engines clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,14 @@ ctest: $(STAMP)
 		-DPython_EXECUTABLE=$(abspath $(BIN))/python > /dev/null
 	$(BIN)/cmake --build build/ctest
 	$(BIN)/ctest --test-dir build/ctest --output-on-failure
+
+# The engine's pool and batcher tests (reference runner only) under ThreadSanitizer.
+ENGINE_CORE := $(addprefix cpp/trt_engine/src/,runner.cpp reference_runner.cpp pool.cpp batcher.cpp)
+ctest-tsan:
+	mkdir -p build
+	$(CXX) -std=c++17 -O1 -g -fsanitize=thread -Icpp/trt_engine/include -Icpp/trt_engine/src \
+		$(ENGINE_CORE) tests/cpp/test_engine.cpp -o build/test_engine_tsan -lpthread
+	TSAN_OPTIONS=halt_on_error=1 build/test_engine_tsan
 
 # The same C++ tests cross-built for aarch64 and run under qemu: checks the NEON level.
 # Needs Debian's g++-aarch64-linux-gnu and qemu-user (.ci/run installs them when it can).

@@ -22,22 +22,12 @@
 #include <torch/script.h>
 #endif
 
+#include "expect.h"
+
 using namespace facecore::engine;
 using namespace std::chrono_literals;
 
 namespace {
-
-int failures = 0;
-
-#define EXPECT(cond, ...)                                                \
-    do {                                                                \
-        if (!(cond)) {                                                  \
-            ++failures;                                                 \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::printf(__VA_ARGS__);                                   \
-            std::printf("\n");                                          \
-        }                                                               \
-    } while (0)
 
 template <class E>
 bool throws(const std::function<void()>& f, const std::string& needle = "") {

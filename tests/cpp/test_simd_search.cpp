@@ -15,21 +15,11 @@
 #include "facecore/id_map.h"
 #include "facecore/scan.h"
 
+#include "expect.h"
+
 using namespace facecore;
 
 namespace {
-
-int failures = 0;
-
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            ++failures;                                               \
-            std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            std::printf(__VA_ARGS__);                                 \
-            std::printf("\n");                                        \
-        }                                                             \
-    } while (0)
 
 uint16_t to_half(float f) {  // round-to-nearest-even binary32 -> binary16, normal range only
     uint32_t x;
@@ -61,7 +51,7 @@ void test_levels_against_serial(std::mt19937& rng) {
                 std::vector<int32_t> a(n * nq), b(n * nq);
                 K.dot_i8(x.data(), n, d, q.data(), nq, a.data());
                 ref.dot_i8(x.data(), n, d, q.data(), nq, b.data());
-                CHECK(a == b, "int8 level %s d=%zu nq=%zu", level.c_str(), d, nq);
+                EXPECT(a == b, "int8 level %s d=%zu nq=%zu", level.c_str(), d, nq);
 
                 std::vector<float> xf(n * d), qf(nq * d), fa(n * nq), fb(n * nq);
                 std::vector<uint16_t> xh(n * d);
@@ -74,11 +64,11 @@ void test_levels_against_serial(std::mt19937& rng) {
                 K.dot_f32(xf.data(), n, d, qf.data(), nq, fa.data());
                 ref.dot_f32(xf.data(), n, d, qf.data(), nq, fb.data());
                 for (size_t i = 0; i < fa.size(); ++i)
-                    CHECK(std::fabs(fa[i] - fb[i]) <= tol, "f32 level %s d=%zu: %g vs %g", level.c_str(), d, fa[i], fb[i]);
+                    EXPECT(std::fabs(fa[i] - fb[i]) <= tol, "f32 level %s d=%zu: %g vs %g", level.c_str(), d, fa[i], fb[i]);
                 K.dot_f16(xh.data(), n, d, qf.data(), nq, fa.data());
                 ref.dot_f16(xh.data(), n, d, qf.data(), nq, fb.data());
                 for (size_t i = 0; i < fa.size(); ++i)
-                    CHECK(std::fabs(fa[i] - fb[i]) <= tol, "f16 level %s d=%zu: %g vs %g", level.c_str(), d, fa[i], fb[i]);
+                    EXPECT(std::fabs(fa[i] - fb[i]) <= tol, "f16 level %s d=%zu: %g vs %g", level.c_str(), d, fa[i], fb[i]);
             }
         }
     }
@@ -112,9 +102,9 @@ void test_scan_topk_and_ties(std::mt19937& rng) {
             }
             std::partial_sort(all.begin(), all.begin() + k, all.end());
             for (size_t i = 0; i < k; ++i)
-                CHECK(rows[i] == all[i].second, "level %s threads %u rank %zu: row %lld vs %lld", level.c_str(),
+                EXPECT(rows[i] == all[i].second, "level %s threads %u rank %zu: row %lld vs %lld", level.c_str(),
                       threads, i, (long long)rows[i], (long long)all[i].second);
-            CHECK(rows[0] == 77, "self match first");
+            EXPECT(rows[0] == 77, "self match first");
         }
     }
     // All scores equal: the lowest rows win, at any thread count.
@@ -133,7 +123,7 @@ void test_scan_topk_and_ties(std::mt19937& rng) {
         std::vector<int64_t> rows(3);
         std::vector<float> scores(3);
         scan(r, rows.data(), scores.data());
-        CHECK(rows[0] == 0 && rows[1] == 1 && rows[2] == 2, "ties by row with %u threads", threads);
+        EXPECT(rows[0] == 0 && rows[1] == 1 && rows[2] == 2, "ties by row with %u threads", threads);
     }
 }
 
@@ -142,22 +132,22 @@ void test_id_map() {
     std::vector<int64_t> ids;
     for (int64_t i = 0; i < 100000; ++i) ids.push_back(i * 7919 + 13);
     int64_t first = -1;
-    CHECK(m.add(ids.data(), ids.size(), &first) == -1 && first == 0, "bulk add");
+    EXPECT(m.add(ids.data(), ids.size(), &first) == -1 && first == 0, "bulk add");
     std::vector<int64_t> rows(ids.size());
     m.find(ids.data(), ids.size(), rows.data());
     bool ok = true;
     for (size_t i = 0; i < ids.size(); ++i) ok &= rows[i] == int64_t(i);
-    CHECK(ok, "find after add");
+    EXPECT(ok, "find after add");
     const int64_t dup[] = {5, 13};
-    CHECK(m.add(dup, 2, &first) == 1 && m.live() == ids.size(), "duplicate refused, nothing added");
+    EXPECT(m.add(dup, 2, &first) == 1 && m.live() == ids.size(), "duplicate refused, nothing added");
     const int64_t gone[] = {13, 7919 + 13};
     int64_t out[2];
-    CHECK(m.erase(gone, 2, out) == -1 && out[0] == 0 && out[1] == 1, "erase");
-    CHECK(m.erase(gone, 1, out) == 0, "erase twice refused");
+    EXPECT(m.erase(gone, 2, out) == -1 && out[0] == 0 && out[1] == 1, "erase");
+    EXPECT(m.erase(gone, 1, out) == 0, "erase twice refused");
     m.find(gone, 2, out);
-    CHECK(out[0] == -1 && out[1] == -1, "erased ids are gone");
-    CHECK(m.add(gone, 1, &first) == -1 && first == int64_t(ids.size()), "re-add gets a new row");
-    CHECK(m.id_at(0) == IdMap::kErased && m.id_at(first) == 13, "row -> id");
+    EXPECT(out[0] == -1 && out[1] == -1, "erased ids are gone");
+    EXPECT(m.add(gone, 1, &first) == -1 && first == int64_t(ids.size()), "re-add gets a new row");
+    EXPECT(m.id_at(0) == IdMap::kErased && m.id_at(first) == 13, "row -> id");
 }
 
 }  // namespace
