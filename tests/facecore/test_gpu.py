@@ -176,7 +176,13 @@ def test_engine_backend_runs_torchscript_on_the_cpu(toy_models: Path) -> None:
     import torch
 
     backend = gpu.EngineBackend(
-        toy_models, runner="libtorch", devices=["cpu"], contexts=2, max_batch=4, max_wait_ms=1
+        toy_models,
+        runner="libtorch",
+        devices=["cpu"],
+        contexts=2,
+        max_batch=4,
+        max_wait_ms=1,
+        engines_dir=toy_models.parent / "engines",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -204,10 +210,14 @@ def test_engine_backend_runs_torchscript_on_the_cpu(toy_models: Path) -> None:
 def test_a_missing_or_broken_engine_is_refused_at_start(toy_models: Path) -> None:
     (toy_models.parent / "engines" / "toy.ts").write_bytes(b"not a TorchScript archive")
     with pytest.raises(ModelsMissing, match="cannot load model 'toy'"):
-        gpu.EngineBackend(toy_models, runner="libtorch", devices=["cpu"])
+        gpu.EngineBackend(
+            toy_models, "libtorch", ["cpu"], engines_dir=toy_models.parent / "engines"
+        )
     (toy_models.parent / "engines" / "toy.ts").unlink()
     with pytest.raises(ModelsMissing, match="no TorchScript engine for model 'toy'"):
-        gpu.EngineBackend(toy_models, runner="libtorch", devices=["cpu"])
+        gpu.EngineBackend(
+            toy_models, "libtorch", ["cpu"], engines_dir=toy_models.parent / "engines"
+        )
 
 
 def test_a_failing_device_answers_the_internal_error() -> None:

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# The GPU engine's device check (issue 15): one script, two steps.
+#
+#   tools/gpu_check.sh prepare   here, before the device call: copies into .gpu/ (git-ignored) what
+#                                the bare GPU machine lacks (TensorRT's public headers, the test
+#                                images, the onnx2torch wheel) and prints the device command.
+#   tools/gpu_check.sh run       on the lent GPU machine (docs/gpu.md): builds facecore with
+#                                FACECORE_GPU=ON, compile-checks the TensorRT runner against each
+#                                carried TensorRT version, runs the C++ engine tests (ctest, cuda too),
+#                                builds the TorchScript engines if missing, runs tests/facecore/test_gpu.py
+#                                (the gpu-marked parity tests included) and tools/gpu_bench.py, and
+#                                writes one report, $OUT/gpu_check.json (plus its log and the raw parts).
+#
+# `run` also works without a GPU (GPU_CHECK_BACKEND=torch: the engine on the cpu; CUDA_INCLUDE=...
+# for the TensorRT compile check): that is how the script itself is checked on a CPU machine.
+# Every step is time-boxed and recorded; a failed step does not stop the others.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+PY=${PYTHON:-python3}
+OUT=${OUT:-$PWD/build/gpu_check}
+SITE=${GPU_CHECK_SITE:-/tmp/facecore-site}
+BACKEND=${GPU_CHECK_BACKEND:-cuda}
+SECONDS_PER=${GPU_CHECK_SECONDS:-2}
+ENGINES=${FACECORE_ENGINES:-$PWD/models/engines}
+GPU_DIR=.gpu
+WORK=/tmp/facecore-gpu-check # step records; $OUT gets only the report, the log and their sources
+BUDGET=${GPU_CHECK_BUDGET:-450} # seconds for all of `run`: under 8 minutes with the machine's start
+
+prepare() {
+    local shared=../shared
+    mkdir -p "$GPU_DIR/tensorrt" "$GPU_DIR/data/misc" "$GPU_DIR/data/lfw/images" "$GPU_DIR/wheels"
+    for v in "$shared"/third_party/tensorrt/*/; do
+        v=$(basename "$v")
+        mkdir -p "$GPU_DIR/tensorrt/$v"
+        cp -r "$shared/third_party/tensorrt/$v/include" "$GPU_DIR/tensorrt/$v/"
+    done
+    for f in couple.jpg bald_guys.jpg obama_and_biden.jpg two_people.jpg; do
+        cp "$shared/data/misc/$f" "$GPU_DIR/data/misc/"
+    done
+    mkdir -p "$GPU_DIR/data/lfw/images/Aaron_Sorkin"
+    cp "$shared/data/lfw/images/Aaron_Sorkin/Aaron_Sorkin_0001.jpg" "$GPU_DIR/data/lfw/images/Aaron_Sorkin/"
+    # tools/build_engines.py converts with onnx2torch (pure Python; the machine has torchvision, onnx).
+    "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$GPU_DIR/wheels" onnx2torch==1.5.15
+    [ -f models/onnx/manifest.json ] || { echo "build the models first: make models" >&2; exit 1; }
+    du -sh "$GPU_DIR" models/onnx
+    cat <<'CMD'
+Device call (tool `run`), carry [".gpu", "models/onnx"], timeout_s 600:
+  bash tools/gpu_check.sh run
+CMD
+}
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$OUT/gpu_check.log"; }
+
+# step NAME LIMIT FUNCTION: runs FUNCTION (in a child bash, so `timeout` can stop it and all it
+# started) for at most LIMIT seconds and at most what is left of the budget; its output goes into
+# the log, its exit status and seconds into $WORK/steps.tsv (124: out of time).
+step() {
+    local name=$1 limit=$2 fn=$3 start rc left
+    left=$((DEADLINE - $(date +%s) - 20))
+    ((limit > left)) && limit=$left
+    log "== $name (at most ${limit}s)"
+    start=$(date +%s)
+    if ((limit <= 0)); then
+        rc=124
+    else
+        timeout "$limit" bash -c "$fn" >>"$OUT/gpu_check.log" 2>&1
+        rc=$?
+    fi
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" >>"$WORK/steps.tsv"
+    log "   $name: exit $rc"
+    return "$rc"
+}
+
+wheels() {
+    if compgen -G "$GPU_DIR/wheels/*.whl" >/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/facecore-wheels \
+            "$GPU_DIR"/wheels/*.whl
+    fi
+}
+
+build() {
+    rm -rf "$SITE"
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$PY" -m pip install -q --no-deps --no-build-isolation \
+        --target "$SITE" -C cmake.define.FACECORE_GPU="$GPU_MODE" \
+        -C build-dir=/tmp/facecore-build .
+}
+
+ctests() {
+    cmake -S . -B /tmp/facecore-ctest -G Ninja -DFACECORE_PYTHON=OFF -DFACECORE_TESTS=ON \
+        -DFACECORE_GPU="$GPU_MODE" -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v "$PY")" &&
+        cmake --build /tmp/facecore-ctest --parallel "$(nproc)" &&
+        ctest --test-dir /tmp/facecore-ctest --output-on-failure
+}
+
+# The TensorRT runner against each carried TensorRT version's headers (no TensorRT library exists on
+# these machines: compiled, never linked or run).
+tensorrt_check() {
+    local v rc=0
+    for v in "$GPU_DIR"/tensorrt/*/; do
+        v=${v%/}
+        if c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror -Icpp/trt_engine/include \
+            -Icpp/trt_engine/src -isystem "$v/include" -isystem "$CUDA_INCLUDE" \
+            -DFACECORE_HAVE_TENSORRT cpp/trt_engine/src/tensorrt_runner.cpp; then
+            printf '%s\t0\n' "$(basename "$v")" >>"$WORK/tensorrt.tsv"
+        else
+            printf '%s\t1\n' "$(basename "$v")" >>"$WORK/tensorrt.tsv"
+            rc=1
+        fi
+    done
+    return "$rc"
+}
+
+engines() {
+    if [ -f "$ENGINES/recognizer.ts" ]; then
+        echo "engines found in $ENGINES"
+    elif [ -f tools/build_engines.py ]; then
+        "$PY" tools/build_engines.py
+    else
+        echo "no engines in $ENGINES and no tools/build_engines.py: the parity and speed steps skip"
+        return 1
+    fi
+}
+
+pytests() {
+    # The tests read ../shared/data, which does not travel: the carried copy stands in for it.
+    [ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$PWD/$GPU_DIR/data" ../shared/data; }
+    FACECORE_ENGINES=$ENGINES "$PY" -m pytest -p no:cacheprovider tests/facecore/test_gpu.py \
+        -rs --junitxml="$OUT/pytest.xml"
+}
+
+bench() {
+    FACECORE_ENGINES=$ENGINES "$PY" tools/gpu_bench.py --backend "$BACKEND" --engines "$ENGINES" \
+        --lfw-image "$GPU_DIR/data/lfw/images/Aaron_Sorkin/Aaron_Sorkin_0001.jpg" \
+        --seconds "$SECONDS_PER" --out "$OUT/bench.json"
+}
+
+report() {
+    "$PY" - "$OUT" "$WORK" <<'PYREPORT'
+import json, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+out, work = Path(sys.argv[1]), Path(sys.argv[2])
+def rows(name):
+    p = work / name
+    return [l.split("\t") for l in p.read_text().splitlines()] if p.exists() else []
+r = {"device": (work / "device.txt").read_text().strip() if (work / "device.txt").exists() else None,
+     "steps": {n: {"exit": int(rc), "seconds": int(s)} for n, rc, s in rows("steps.tsv")},
+     "tensorrt_compile": {v: "ok" if rc == "0" else "failed" for v, rc in rows("tensorrt.tsv")}}
+if (out / "pytest.xml").exists():
+    suite = ET.parse(out / "pytest.xml").getroot().find("testsuite")
+    r["pytest"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    r["pytest"]["skipped_why"] = [s.get("message") for s in suite.iter("skipped")]
+if (out / "bench.json").exists():
+    r["bench"] = json.loads((out / "bench.json").read_text())
+log = (out / "gpu_check.log").read_text().splitlines()
+r["log_tail"] = log[-60:]
+(out / "gpu_check.json").write_text(json.dumps(r, indent=1))
+print(json.dumps({k: r[k] for k in ("device", "steps", "tensorrt_compile")} | {"pytest": r.get("pytest")}))
+PYREPORT
+}
+
+run() {
+    DEADLINE=$(($(date +%s) + BUDGET))
+    mkdir -p "$OUT" "$WORK"
+    : >"$OUT/gpu_check.log"
+    : >"$WORK/steps.tsv"
+    : >"$WORK/tensorrt.tsv"
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >"$WORK/device.txt" 2>&1; then
+        GPU_MODE=ON
+    else
+        echo "no GPU: $(uname -n), cpu" >"$WORK/device.txt"
+        GPU_MODE=AUTO
+        BACKEND=${GPU_CHECK_BACKEND:-torch}
+    fi
+    if [ -z "${CUDA_INCLUDE:-}" ] && command -v nvcc >/dev/null; then
+        CUDA_INCLUDE=$(dirname "$(dirname "$(command -v nvcc)")")/include
+    fi
+    CUDA_INCLUDE=${CUDA_INCLUDE:-/usr/local/cuda/include}
+    log "device: $(cat "$WORK/device.txt"); python: $("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)' 2>&1)"
+    export OUT WORK PY SITE GPU_MODE CUDA_INCLUDE ENGINES BACKEND SECONDS_PER GPU_DIR
+    export -f build ctests tensorrt_check engines pytests bench wheels
+    export PYTHONPATH=$SITE:/tmp/facecore-wheels${PYTHONPATH:+:$PYTHONPATH}
+    export FACECORE_MODELS=$PWD/models/onnx PYTHONUNBUFFERED=1
+    step wheels 120 wheels
+    step build 240 build
+    step tensorrt_compile 90 tensorrt_check
+    step ctest 180 ctests
+    step engines 150 engines
+    step pytest 200 pytests
+    step bench 200 bench
+    report
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+run) run ;;
+*)
+    echo "usage: $0 prepare|run (docs/gpu.md)" >&2
+    exit 2
+    ;;
+esac
