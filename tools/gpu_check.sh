@@ -8,7 +8,7 @@
 #                                FACECORE_GPU=ON, compile-checks the TensorRT runner against each
 #                                carried TensorRT version, runs the C++ engine tests (ctest, cuda too),
 #                                builds the TorchScript engines if missing, runs tests/facecore/test_gpu.py
-#                                (the gpu-marked parity tests included) and tools/gpu_bench.py, and
+#                                (the gpu-marked parity tests included) and bench/gpu_pipeline.py, and
 #                                writes one report, $OUT/gpu_check.json (plus its log and the raw parts).
 #
 # `run` also works without a GPU (GPU_CHECK_BACKEND=torch: the engine on the cpu; CUDA_INCLUDE=...
@@ -130,7 +130,7 @@ pytests() {
 }
 
 bench() {
-    FACECORE_ENGINES=$ENGINES "$PY" tools/gpu_bench.py --backend "$BACKEND" --engines "$ENGINES" \
+    FACECORE_ENGINES=$ENGINES "$PY" bench/gpu_pipeline.py --backend "$BACKEND" --engines "$ENGINES" \
         --lfw-image "$GPU_DIR/data/lfw/images/Aaron_Sorkin/Aaron_Sorkin_0001.jpg" \
         --seconds "$SECONDS_PER" --out "$OUT/bench.json"
 }
