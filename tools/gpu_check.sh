@@ -4,6 +4,9 @@
 #   tools/gpu_check.sh prepare   here, before the device call: copies into .gpu/ (git-ignored) what
 #                                the bare GPU machine lacks (TensorRT's public headers, the test
 #                                images, the onnx2torch wheel) and prints the device command.
+#   tools/gpu_check.sh compile   here, no GPU needed: type-checks the device code (the TensorRT runner
+#                                against each TensorRT version, the LibTorch runner's CUDA path when
+#                                torch is installed) against CUDA 13's runtime headers from PyPI.
 #   tools/gpu_check.sh run       on the lent GPU machine (docs/gpu.md): builds facecore with
 #                                FACECORE_GPU=ON, compile-checks the TensorRT runner against each
 #                                carried TensorRT version, runs the C++ engine tests (ctest, cuda too),
@@ -48,6 +51,40 @@ prepare() {
 Device call (tool `run`), carry [".gpu", "models/onnx"], timeout_s 600:
   bash tools/gpu_check.sh run
 CMD
+}
+
+# CUDA's runtime headers from PyPI (nvidia-cuda-runtime, nvidia-cuda-crt), and the one generated
+# header of c10/cuda that a CPU wheel of torch leaves out, for compile checks without a toolkit.
+compile_check() {
+    local cuda=$GPU_DIR/cuda torch_include rc=0
+    if [ ! -f "$cuda/nvidia/cu13/include/crt/host_defines.h" ]; then
+        mkdir -p "$cuda"
+        "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$cuda" \
+            "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" || return 1
+        for w in "$cuda"/*.whl; do "$PY" -m zipfile -e "$w" "$cuda"; done
+    fi
+    [ -d "$GPU_DIR/tensorrt" ] || prepare >/dev/null
+    OUT=$GPU_DIR/compile WORK=$GPU_DIR/compile CUDA_INCLUDE=$cuda/nvidia/cu13/include
+    mkdir -p "$OUT"
+    : >"$WORK/tensorrt.tsv"
+    tensorrt_check || rc=1
+    cat "$WORK/tensorrt.tsv"
+    torch_include=$("$PY" -c 'import torch.utils.cpp_extension as c; print(" ".join(c.include_paths()))' 2>/dev/null)
+    if [ -n "$torch_include" ]; then
+        mkdir -p "$cuda/shim/c10/cuda/impl"
+        printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$cuda/shim/c10/cuda/impl/cuda_cmake_macros.h"
+        local flags=()
+        for d in $torch_include; do flags+=(-isystem "$d"); done
+        if c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror -Icpp/trt_engine/include -Icpp/trt_engine/src \
+            -isystem "$cuda/shim" "${flags[@]}" -isystem "$CUDA_INCLUDE" \
+            -DFACECORE_HAVE_TORCH -DFACECORE_TORCH_CUDA cpp/trt_engine/src/torch_runner.cpp; then
+            echo "libtorch-cuda	0"
+        else
+            echo "libtorch-cuda	1"
+            rc=1
+        fi
+    fi
+    return "$rc"
 }
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$OUT/gpu_check.log"; }
@@ -193,9 +230,10 @@ run() {
 
 case "${1:-}" in
 prepare) prepare ;;
+compile) compile_check ;;
 run) run ;;
 *)
-    echo "usage: $0 prepare|run (docs/gpu.md)" >&2
+    echo "usage: $0 prepare|compile|run (docs/gpu.md)" >&2
     exit 2
     ;;
 esac

@@ -3,6 +3,8 @@
 // host memory (libtorch's caching host allocator reuses it), pads a batch up to its bucket, runs
 // fp16 on sm_70 and newer unless told fp32, and replays one CUDA graph per bucket for models with
 // fixed shapes, captured on that bucket's third run (Pool::warm runs each bucket three times).
+// A model that fails its fp16 probe at load (constants left fp32 by the conversion) runs fp32
+// under "auto" and is refused under "fp16".
 // Threading: the module is shared by the contexts (TorchScript's forward is reentrant); a context
 // is used by one thread at a time.
 #include <torch/cuda.h>
@@ -48,13 +50,15 @@ public:
             FC_REQUIRE(options.precision != "fp16", "fp16 runs on CUDA devices only, not on the cpu");
         }
         device_ = index >= 0 ? torch::Device(torch::kCUDA, c10::DeviceIndex(index)) : torch::Device(torch::kCPU);
-        try {
-            module_ = torch::jit::load(spec_.path, device_);
-            module_.eval();
-            if (half_) module_.to(torch::kHalf);
-        } catch (const c10::Error& e) {
-            throw RunError("cannot load model '" + spec_.name + "' from " + spec_.path + " on " + device_.str() +
-                           ": " + message(e));
+        load();
+        if (half_ && !runs_in_half()) {
+            // A graph whose constants stay fp32 (mixed types in one op): fp32 it is, said once.
+            if (options.precision == "fp16")
+                throw RunError("model '" + spec_.name + "' does not run in fp16 on " + device_.str());
+            std::fprintf(stderr, "facecore: model '%s' runs fp32 on %s (it fails in fp16)\n", spec_.name.c_str(),
+                         device_.str().c_str());
+            half_ = false;
+            load();
         }
     }
 
@@ -70,6 +74,35 @@ public:
     bool graphs() const { return graphs_; }
 
 private:
+    void load() {
+        try {
+            module_ = torch::jit::load(spec_.path, device_);
+            module_.eval();
+            if (half_) module_.to(torch::kHalf);
+        } catch (const c10::Error& e) {
+            throw RunError("cannot load model '" + spec_.name + "' from " + spec_.path + " on " + device_.str() +
+                           ": " + message(e));
+        }
+    }
+
+    // One fp16 forward of zeros (batch 1; 48 for a free dimension): does the graph take half inputs?
+    bool runs_in_half() {
+        try {
+            c10::InferenceMode guard;
+            std::vector<c10::IValue> args;
+            for (const auto& in : spec_.inputs) {
+                std::vector<int64_t> shape = in.shape;
+                for (int64_t& d : shape) d = d < 0 ? 48 : d;
+                shape[0] = 1;
+                args.emplace_back(torch::zeros(shape, torch::TensorOptions().device(device_).dtype(torch::kHalf)));
+            }
+            module_.forward(args);
+            return true;
+        } catch (const c10::Error&) {
+            return false;
+        }
+    }
+
     ModelSpec spec_;
     torch::Device device_{torch::kCPU};
     torch::jit::Module module_;
