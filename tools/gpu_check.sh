@@ -56,7 +56,7 @@ CMD
 # CUDA's runtime headers from PyPI (nvidia-cuda-runtime, nvidia-cuda-crt), and the one generated
 # header of c10/cuda that a CPU wheel of torch leaves out, for compile checks without a toolkit.
 compile_check() {
-    local cuda=$GPU_DIR/cuda torch_include rc=0
+    local cuda=build/gpu-compile torch_include rc=0 # not under .gpu: the device has its own CUDA
     if [ ! -f "$cuda/nvidia/cu13/include/crt/host_defines.h" ]; then
         mkdir -p "$cuda"
         "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$cuda" \
@@ -64,7 +64,7 @@ compile_check() {
         for w in "$cuda"/*.whl; do "$PY" -m zipfile -e "$w" "$cuda"; done
     fi
     [ -d "$GPU_DIR/tensorrt" ] || prepare >/dev/null
-    OUT=$GPU_DIR/compile WORK=$GPU_DIR/compile CUDA_INCLUDE=$cuda/nvidia/cu13/include
+    OUT=$cuda WORK=$cuda CUDA_INCLUDE=$cuda/nvidia/cu13/include
     mkdir -p "$OUT"
     : >"$WORK/tensorrt.tsv"
     tensorrt_check || rc=1
