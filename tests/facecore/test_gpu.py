@@ -10,7 +10,6 @@ CUDA runner, and skip with the reason otherwise (tools/gpu_check.sh runs them on
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import warnings
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from facecore.convert.sources import sha256_file
 from facecore.errors import InternalError, InvalidArgument, ModelsMissing
 from facecore.runtime import gpu
 
@@ -144,31 +144,57 @@ def test_open_backend_names() -> None:
 
 @pytest.fixture
 def toy_models(tmp_path: Path) -> Path:
-    """A models directory with one model, 'toy' (a manifest entry), and its TorchScript engine."""
-    torch = pytest.importorskip("torch")
+    """A models directory with one ONNX model, 'toy' (conv + relu, and the input's mean), in a
+    manifest, and its cpu engine built into the engine cache beside it."""
+    import onnx
+    from facecore.errors import EngineError
+    from facecore.runtime import engines
 
-    class Toy(torch.nn.Module):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    try:
+        engines.runtime_version("torchscript")
+    except EngineError as e:
+        pytest.skip(f"no engine converter here: {e}")
+    from onnx import TensorProto, helper, numpy_helper
 
-        def forward(self, x: Any) -> tuple[Any, Any]:
-            return torch.relu(self.conv(x)), x.mean(dim=(2, 3))
-
-    torch.manual_seed(0)
-    models, engines = tmp_path / "onnx", tmp_path / "engines"
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["features"]),
+            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3], keepdims=0),
+        ],
+        "toy",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4, 8, 8]),
+            helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    models = tmp_path / "onnx"
     models.mkdir()
-    engines.mkdir()
-    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript (docs/gpu.md)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.trace(Toy().eval(), torch.zeros(2, 3, 8, 8)).save(str(engines / "toy.ts"))
+    onnx.save(model, str(models / "toy.onnx"))
     entry = {
         "file": "toy.onnx",
+        "sha256": sha256_file(models / "toy.onnx"),
         "inputs": [{"name": "image", "shape": ["N", 3, 8, 8]}],
         "outputs": [{"name": "features", "shape": ["N", 4, 8, 8]}, {"name": "mean"}],
     }
     (models / "manifest.json").write_text(json.dumps({"models": {"toy": entry}}))
+    key = engines.engine_key("toy", sha256_file(models / "toy.onnx"), "cpu")
+    engines.build(key, models / "toy.onnx", tmp_path / "engines")
     return models
+
+
+def _toy_engine(toy_models: Path) -> Path:
+    from facecore.runtime import engines
+
+    key, _ = engines.manifest_keys(toy_models, "cpu")["toy"]
+    path = engines.lookup(key, toy_models.parent / "engines")
+    assert path is not None
+    return path
 
 
 @needs_libtorch
@@ -186,7 +212,7 @@ def test_engine_backend_runs_torchscript_on_the_cpu(toy_models: Path) -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        reference_model = torch.jit.load(str(toy_models.parent / "engines" / "toy.ts"))
+        reference_model = torch.jit.load(str(_toy_engine(toy_models)))  # type: ignore[no-untyped-call]
     rng = np.random.default_rng(0)
 
     def call(seed: int) -> float:
@@ -208,13 +234,33 @@ def test_engine_backend_runs_torchscript_on_the_cpu(toy_models: Path) -> None:
 
 @needs_libtorch
 def test_a_missing_or_broken_engine_is_refused_at_start(toy_models: Path) -> None:
-    (toy_models.parent / "engines" / "toy.ts").write_bytes(b"not a TorchScript archive")
-    with pytest.raises(ModelsMissing, match="cannot load model 'toy'"):
+    """An engine whose bytes are not those the cache recorded, or none at all, is never loaded:
+    the backend refuses to start, naming the model and how to build it."""
+    engine = _toy_engine(toy_models)
+    engine.write_bytes(b"not a TorchScript archive")
+    with pytest.raises(ModelsMissing, match="no engine of model 'toy'.*build_engines.py"):
         gpu.EngineBackend(
             toy_models, "libtorch", ["cpu"], engines_dir=toy_models.parent / "engines"
         )
-    (toy_models.parent / "engines" / "toy.ts").unlink()
-    with pytest.raises(ModelsMissing, match="no TorchScript engine for model 'toy'"):
+    engine.unlink()
+    with pytest.raises(ModelsMissing, match="no engine of model 'toy'"):
+        gpu.EngineBackend(
+            toy_models, "libtorch", ["cpu"], engines_dir=toy_models.parent / "engines"
+        )
+
+
+@needs_libtorch
+def test_an_engine_that_does_not_load_is_refused_at_start(toy_models: Path) -> None:
+    """A cached file the runner cannot load (recorded, so the cache hands it over) stops the start
+    with the runner's reason."""
+
+    engine = _toy_engine(toy_models)
+    engine.write_bytes(b"not a TorchScript archive")
+    index_path = toy_models.parent / "engines" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["engines"][engine.name]["sha256"] = sha256_file(engine)
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ModelsMissing, match="cannot load model 'toy'"):
         gpu.EngineBackend(
             toy_models, "libtorch", ["cpu"], engines_dir=toy_models.parent / "engines"
         )
@@ -237,9 +283,16 @@ def test_a_failing_device_answers_the_internal_error() -> None:
 
 
 def _engines_dir() -> Path | None:
-    env = os.environ.get("FACECORE_ENGINES")
-    found = Path(env) if env else gpu.default_engines_dir(MODELS_DIR)
-    return found if (found / "recognizer.ts").exists() else None
+    """The engine cache, when it holds this machine's cpu engine of the recogniser."""
+    from facecore.errors import EngineError
+    from facecore.runtime import engines
+
+    root = engines.default_engines_dir(MODELS_DIR)
+    try:
+        key, _ = engines.manifest_keys(MODELS_DIR, "cpu")["recognizer"]
+    except EngineError:  # no torch or onnx2torch here
+        return None
+    return root if engines.lookup(key, root) is not None else None
 
 
 needs_engines = pytest.mark.skipif(
@@ -275,11 +328,28 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
+@pytest.fixture(scope="module")
+def cpu_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every model's cpu engine, built by the engine cache into a fresh directory (~15 s)."""
+    from facecore.errors import EngineError
+    from facecore.runtime import engines
+
+    try:
+        keys = engines.manifest_keys(MODELS_DIR, "cpu")
+    except EngineError as e:
+        pytest.skip(f"no engine converter here: {e}")
+    root = tmp_path_factory.mktemp("engines")
+    for key, onnx_path in keys.values():
+        engines.build(key, onnx_path, root)
+    return root
+
+
 @pytest.mark.slow
 @needs_libtorch
-@needs_engines
-def test_torch_backend_matches_onnxruntime() -> None:
-    _parity("torch", 0.9999, engines_dir=_engines_dir())
+def test_torch_backend_matches_onnxruntime(cpu_engines: Path) -> None:
+    """The whole pipeline through the C++ LibTorch runner on the cpu, with the engines the cache
+    builds, against ONNX Runtime: the engine code of the GPU path, checked on every commit."""
+    _parity("torch", 0.9999, engines_dir=cpu_engines)
 
 
 @pytest.mark.gpu

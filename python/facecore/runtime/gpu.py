@@ -14,7 +14,8 @@ Backends by name (`open_backend`, `facecore.Engine(backend=...)`, `facecore-serv
   torch        the LibTorch runner on the CPU: the same engine code with no GPU, for parity tests
   auto         cuda when this build has a CUDA runner and a device is there, else onnxruntime
 
-Engine files are found by `engine_file` (one function, to be swapped for the engine cache).
+Engine files come from the engine cache (`facecore.runtime.engines`, `tools/build_engines.py`) through
+`engine_file`: only an engine built for this model file, device, runtime and precision is loaded.
 The extension is optional: without it (or without torch / a GPU) `available()` says why and asking
 for a GPU backend raises `ModelsMissing` with that reason.
 """
@@ -22,14 +23,14 @@ for a GPU backend raises `ModelsMissing` with that reason.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facecore.errors import InternalError, InvalidArgument, ModelsMissing
+from facecore.errors import EngineError, InternalError, InvalidArgument, ModelsMissing
+from facecore.runtime import engines
 from facecore.runtime.backend import (
     Backend,
     OnnxRuntimeBackend,
@@ -85,29 +86,37 @@ def available() -> dict[str, Any]:
     }
 
 
-def default_engines_dir(models_dir: Path) -> Path:
-    """`FACECORE_ENGINES` if set, else `engines/` beside the models directory (models/engines)."""
-    env = os.environ.get("FACECORE_ENGINES")
-    return Path(env) if env else models_dir.parent / "engines"
-
-
 def engine_file(
-    role: str, entry: dict[str, Any], models_dir: Path, engines_dir: Path, runner: str
-) -> Path:
-    """The file the runner loads for one model. LibTorch: `<engines_dir>/<role>.ts` (TorchScript,
-    written by tools/build_engines.py); TensorRT: `<engines_dir>/<role>.engine` when built, else the
-    ONNX file itself (the runner builds the engine in memory at start). The one place that knows
-    the layout: the engine cache (facecore.runtime.engines) replaces this lookup."""
+    role: str,
+    entry: dict[str, Any],
+    models_dir: Path,
+    engines_dir: Path,
+    runner: str,
+    device: str,
+    precision: str,
+) -> tuple[Path, str]:
+    """(the file the runner loads for one model, the precision it runs at), from the engine cache
+    (facecore.runtime.engines): the engine built for exactly this model file, this device's name
+    and capability, this runtime's version and `precision` ("auto": the device's default). A stale
+    or foreign engine is never loaded. TensorRT without a cached plan loads the ONNX file itself
+    (the runner builds the plan in memory at start)."""
+    torch_device = "cuda:" + device.split(":")[1] if device.startswith("cuda") else "cpu"
+    wanted = None if precision == "auto" else precision
+    runtime = "tensorrt" if runner == "tensorrt" else "torchscript"
+    try:
+        key = engines.engine_key(role, str(entry["sha256"]), torch_device, wanted, runtime=runtime)
+    except EngineError as e:
+        raise ModelsMissing(f"{role}: {e}") from None
+    path = engines.lookup(key, engines_dir)
+    if path is not None:
+        return path, key.precision
     if runner == "tensorrt":
-        built = engines_dir / f"{role}.engine"
-        return built if built.exists() else models_dir / str(entry["file"])
-    path = engines_dir / f"{role}.ts"
-    if not path.exists():
-        raise ModelsMissing(
-            f"no TorchScript engine for model {role!r} at {path}: build them with "
-            "tools/build_engines.py, or set FACECORE_ENGINES to where they are"
-        )
-    return path
+        return models_dir / str(entry["file"]), key.precision
+    raise ModelsMissing(
+        f"no engine of model {role!r} for {key.device} {key.precision} "
+        f"({key.file_name()}) in {engines_dir}: build it with `tools/build_engines.py "
+        f"--device {torch_device}`, or set FACECORE_ENGINES to where the engines are"
+    )
 
 
 def _shape(dims: Sequence[Any]) -> list[int]:
@@ -151,12 +160,13 @@ class EngineBackend:
             raise InvalidArgument("contexts and max_batch must be >= 1, max_wait_ms >= 0")
         self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         self.manifest = load_manifest(self.models_dir)
-        self.engines_dir = engines_dir or default_engines_dir(self.models_dir)
+        self.engines_dir = engines_dir or engines.default_engines_dir(self.models_dir)
         self.runner = runner
         self.devices = list(devices)
         self.name = name or runner
         self.peers = peers
         self._models: dict[str, Any] = {}
+        self.precision = precision  # the engines' own once they are found
         self._inputs: dict[str, list[str]] = {}
         try:
             for role, entry in sorted(self.manifest["models"].items()):
@@ -164,7 +174,18 @@ class EngineBackend:
                     continue  # the npz shape predictor runs in numpy (Backend.path)
                 inputs = [(str(i["name"]), _shape(i["shape"])) for i in entry["inputs"]]
                 self._inputs[role] = [n for n, _ in inputs]
-                path = engine_file(role, entry, self.models_dir, self.engines_dir, runner)
+                path, self.precision = engine_file(
+                    role,
+                    entry,
+                    self.models_dir,
+                    self.engines_dir,
+                    runner,
+                    self.devices[0],
+                    precision,
+                )
+                # A TorchScript engine holds its precision (fp16 inside, float32 at its edges): the
+                # runner runs it as it is. TensorRT builds its plan at that precision.
+                run_as = self.precision if runner == "tensorrt" else "fp32"
                 self._models[role] = ext.Model(
                     role,
                     str(path),
@@ -175,7 +196,7 @@ class EngineBackend:
                     contexts,
                     max_batch,
                     round(max_wait_ms * 1000),
-                    precision,
+                    run_as,
                     cuda_graphs,
                 )
             if warm:
@@ -219,7 +240,7 @@ class EngineBackend:
             "runner": self.runner,
             "devices": self.devices,
             "device_names": _device_names(self.devices),
-            "precision": any_model.precision if any_model is not None else None,
+            "precision": self.precision if any_model is not None else None,
             "devices_up": any_model.devices_up if any_model is not None else [],
         }
 
