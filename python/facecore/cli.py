@@ -1,5 +1,6 @@
 """The `facecore` command line: bulk import, re-index after a model change, library statistics,
-API keys, backup, restore and verify (docs/operations.md).
+API keys, backup, restore and verify (docs/operations.md), and licences (`facecore license`,
+docs/license.md).
 
 Detection runs in worker processes (spawned, one single-threaded Engine each); the main process is
 the only writer to the FaceLibrary, because RocksDB is opened by one process at a time. docs/import.md
@@ -752,11 +753,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     common(s, workers=False)
     s.set_defaults(func=cmd_verify)
+
+    from facecore_license.cli import fill
+
+    s = sub.add_parser(
+        "license",
+        help="licences and authd: keygen, fingerprint, issue, verify, secret, serve, status",
+    )
+    fill(s)  # docs/license.md
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "license":
+        from facecore_license.cli import run
+
+        return run(args)
     if getattr(args, "workers", 1) < 1:
         raise SystemExit("error: --workers must be at least 1")
     code: int = args.func(args)

@@ -4,6 +4,7 @@
 into the module-scoped `server` fixture; bench/ imports this module as `tests.server.live_server`.
 
 Helpers: `Client.post(route, body, appid)` returns the parsed envelope; `b64(path)` reads an image.
+Licensing: `Vendor` makes keys, a shared secret and licences; `start_authd` runs authd beside them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import httpx
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LFW = SHARED / "lfw" / "images"
 MISC = SHARED / "misc"
+MANIFEST = Path(__file__).resolve().parents[2] / "models" / "onnx" / "manifest.json"
 
 
 def free_port() -> int:
@@ -43,11 +46,36 @@ def lfw(name: str, index: int = 1) -> Path:
 
 
 @dataclass
-class Client:
-    """A server process on 127.0.0.1, and the v3 calls a test makes to it."""
+class Process:
+    """A process the tests started, listening on 127.0.0.1:`port`."""
 
     proc: subprocess.Popen[bytes]
     port: int
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, a SIGKILL after `timeout` seconds; the exit status (0: a clean shutdown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass
+class Client(Process):
+    """A server process on 127.0.0.1, and the v3 calls a test makes to it."""
+
     data: Path
     log: Path
     appid: str = "test_app"
@@ -81,22 +109,8 @@ class Client:
         answer: dict[str, Any] = httpx.get(self.url + "/health", timeout=5).json()
         return answer
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def server_log(self) -> str:
         return self.log.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, a SIGKILL after `timeout` seconds; the exit status (0: a clean shutdown)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
 
 
 def facecore_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -180,23 +194,139 @@ def start_server(
     with the log's end when the process exits first or `timeout` seconds pass."""
     port = free_port()
     log = log or home / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            server_command(home / "data", port, *flags, threads=threads),
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = _spawn(server_command(home / "data", port, *flags, threads=threads), log, env)
     server = Client(proc, port, home / "data", log)
+    _wait_ready(server, lambda: server.health().get("status") == "ok", flags, timeout)
+    return server
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_ready(
+    process: Client | Authd, ready: Callable[[], bool], flags: tuple[str, ...], timeout: float
+) -> None:
+    """Until `ready()` (a probe of the process's HTTP port); RuntimeError with the log's end when
+    the process exits first or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if server.health().get("status") == "ok":
-                return server
+            if ready():
+                return
         except httpx.TransportError:
             pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            tail = server.server_log()[-3000:]
-            raise RuntimeError(f"the server did not start ({' '.join(flags)}):\n{tail}")
+        if process.proc.poll() is not None or time.monotonic() > deadline:
+            process.stop()
+            tail = process.log.read_text(errors="replace")[-3000:]
+            name = type(process).__name__
+            raise RuntimeError(f"the {name} process did not start ({' '.join(flags)}):\n{tail}")
         time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------- licensing
+
+
+@dataclass
+class Vendor:
+    """A vendor's signing key pair and an integrator's shared secret, made in a test's directory
+    (never committed), and the licences it signs (facecore_license.document)."""
+
+    home: Path
+
+    def __post_init__(self) -> None:
+        from facecore_license import document, protocol
+
+        self.private, self.public = self.home / "vendor.key", self.home / "vendor.pub"
+        document.keygen(self.private, self.public)
+        self.secret = self.home / "authd.secret"
+        self.secret.write_text(protocol.new_secret())
+
+    def issue(self, name: str, **terms: Any) -> Path:
+        """A licence file `name` for this machine, recognition, 2 seats, perpetual, covering the
+        default models, unless `terms` (document.issue's arguments) say otherwise."""
+        from datetime import datetime, timedelta, timezone
+
+        from facecore_license import document, fingerprint
+
+        now = datetime.now(timezone.utc)
+        fields: dict[str, Any] = {
+            "licensee": "Test Integrator",
+            "fingerprint": fingerprint.collect().digest,
+            "seats": 2,
+            "feature": "recognition",
+            "models": document.model_families(json.loads(MANIFEST.read_text())),
+            "not_before": now - timedelta(days=1),
+            "expiry": None,
+            "issued": now,
+            **terms,
+        }
+        path = self.home / name
+        path.write_text(json.dumps(document.issue(document.load_private(self.private), **fields)))
+        return path
+
+    def server_flags(self, authd: Authd, grace: float = 1800) -> tuple[str, ...]:
+        return (
+            "--license",
+            authd.url,
+            "--license-pubkey",
+            str(self.public),
+            "--license-secret-file",
+            str(self.secret),
+            "--license-grace",
+            str(grace),
+        )
+
+
+@dataclass
+class Authd(Process):
+    """An authd process (`python -m facecore_license serve`) on 127.0.0.1."""
+
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def authd_command(license: Path, vendor: Vendor, port: int, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "facecore_license",
+        "serve",
+        str(license),
+        "--pubkey",
+        str(vendor.public),
+        "--secret-file",
+        str(vendor.secret),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *flags,
+    ]
+
+
+def start_authd(
+    vendor: Vendor,
+    license: Path,
+    *flags: str,
+    port: int | None = None,
+    log: Path | None = None,
+    timeout: float = 60,
+) -> Authd:
+    """authd serving `license` on `port` (a free one by default; pass the old one to restart
+    it), its output in `log`; returns once GET /health answers."""
+    port = port or free_port()
+    log = log or vendor.home / f"authd-{port}.log"
+    authd = Authd(_spawn(authd_command(license, vendor, port, *flags), log, None), port, log)
+
+    def ready() -> bool:
+        return httpx.get(authd.url + "/health", timeout=5).status_code == 200
+
+    _wait_ready(authd, ready, flags, timeout)
+    return authd
