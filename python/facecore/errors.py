@@ -214,6 +214,26 @@ class Busy(FaceCoreError):
     code, message = 222901, "system busy"
 
 
+# -- the licence of a server started with --license (docs/license.md) ------------------------------
+
+
+class LicenseUnreachable(FaceCoreError):
+    """A model route past the grace period while the authorisation service does not answer (or
+    not with this server's shared secret). The table's "network not available" is the server's
+    own request failing, which this is; the client's advice, retry, holds once authd is back."""
+
+    code, message = 222201, "network not available"
+
+
+class LicenseRefused(FaceCoreError):
+    """A model route while the authorisation service answers but grants no lease: the licence
+    expired or is not yet valid, every seat is held, or the licence it serves does not verify or
+    cover this server's models. The table's "rtse service return fail" is a service behind this
+    one answering with a failure, which this is."""
+
+    code, message = 222206, "rtse service return fail"
+
+
 # -- 2231xx: the face library and the quality and liveness controls --------------------------------
 
 
@@ -318,6 +338,14 @@ class RateLimited(FaceCoreError):
         self.retry_after = retry_after
 
 
+class NotLicensed(NoPermission):
+    """A route the licence does not sell: a detection-only licence asked for match, identify,
+    multi-search or a library write. The table has no code for it; the public cloud's 6, "No
+    permission to access data", is its answer to an application not granted an API, which this
+    is. A subclass of NoPermission (which sends 6 for another appid's credential) so that one
+    name catches one condition."""
+
+
 class TokenInvalid(FaceCoreError):
     code, message = 110, "Access token invalid or no longer valid"
 
@@ -339,9 +367,7 @@ UNSENT: dict[int, str] = {
     222022: _NO_SUCH_PARAM + " (id_card_number: no identity-card verification)",
     222023: _NO_SUCH_PARAM + " (name: no identity-card verification)",
     222026: _NO_SUCH_PARAM + " (max_star_num: no celebrity search)",
-    222201: "no remote service is called (image URLs fail with 222204)",
-    222205: "no remote service is called (image URLs fail with 222204)",
-    222206: "no remote service is called",
+    222205: "a second 'network not available' (sic: availablel): LicenseUnreachable sends 222201",
     222300: "a face that cannot be stored is a system error (222302); nothing is half stored",
     222301: "faces are read from the local library; a failed read is a system error (222302)",
     222303: "faces are read from the local library; a failed read is a system error (222302)",

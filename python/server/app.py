@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import facecore
@@ -31,7 +31,15 @@ from facecore_server.auth import Auth, FailureLimiter, bearer_matches, token_end
 from facecore_server.bodies import Bodies, FramingGuard, parse_body
 from facecore_server.metrics import CONTENT_TYPE, Metrics
 from facecore_server.responses import Answers, ORJSONResponse
-from facecore_server.routes import CLOUD_H5, CLOUD_PATHS, CLOUD_PREFIX, OPS, PREFIXES, Op
+from facecore_server.routes import (
+    CLOUD_H5,
+    CLOUD_PATHS,
+    CLOUD_PREFIX,
+    DETECT,
+    OPS,
+    PREFIXES,
+    Op,
+)
 from facecore_server.service import FaceService
 from facecore_server.settings import Settings
 from starlette.applications import Starlette
@@ -39,6 +47,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from facecore_server.licensing import Licensing
 
 log = logging.getLogger("facecore.server")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -81,18 +92,23 @@ def _store_problem(data: Path, e: Exception) -> str:
     return f"the data directory {data} cannot be opened: {type(e).__name__}: {text.strip()}"
 
 
+def _lease(settings: Settings, manifest: dict[str, Any]) -> Licensing:
+    """The licence's leases, before anything under --data is opened, or StartupError saying why
+    there are none. Imported here: a server without --license loads no licensing code."""
+    from facecore_license.document import model_families
+    from facecore_server.licensing import START_ERRORS, Licensing
+
+    try:
+        return Licensing(settings, model_families(manifest))
+    except START_ERRORS as e:
+        raise StartupError(f"no licence lease from the authorisation service: {e}") from e
+
+
 class Server:
     """What the endpoints share: settings, models, stores, the gate, auth, answers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.answers = Answers(self.metrics, settings.access_log)
-        workers = settings.workers or facecore.hardware_threads()
-        self.admission = Admission(
-            workers, settings.max_queue, settings.queue_timeout, settings.max_inflight_bytes
-        )
-        self.bodies = Bodies(self.admission, settings.max_body, settings.body_timeout)
         self.inner = open_backend(
             settings.backend,
             settings.models_dir,
@@ -100,6 +116,24 @@ class Server:
             gpus=settings.gpus,
             peers=lambda: self.admission.running,
         )
+        self.licensing: Licensing | None = None
+        if settings.license:
+            self.licensing = _lease(settings, self.inner.manifest)
+        try:
+            self._assemble(settings)
+        except BaseException:
+            if self.licensing is not None:
+                self.licensing.close()
+            raise
+
+    def _assemble(self, settings: Settings) -> None:
+        self.metrics = Metrics()
+        self.answers = Answers(self.metrics, settings.access_log)
+        workers = settings.workers or facecore.hardware_threads()
+        self.admission = Admission(
+            workers, settings.max_queue, settings.queue_timeout, settings.max_inflight_bytes
+        )
+        self.bodies = Bodies(self.admission, settings.max_body, settings.body_timeout)
         backend = BatchingBackend(
             self.inner,
             settings.batch_max,
@@ -131,6 +165,9 @@ class Server:
             lambda: (self.admission.waiting, self.admission.running),
             lambda: self.library.stats()["groups"],
         )
+        self.video_gate = (
+            self.licensing.gate("face/liveness(video)", DETECT, True) if self.licensing else None
+        )
 
     def warm_up(self) -> None:
         """Open every model's session now, not on the first request (the GPU engine warmed every
@@ -145,11 +182,14 @@ class Server:
         self.admission.close()
         self.library.close()
         self.keys.close()
+        if self.licensing is not None:
+            self.licensing.close()  # the seats go back to authd now, not when the leases run out
 
     def endpoint(self, op: Op, h5_envelope: bool = False) -> Endpoint:
         """The endpoint of a v3 route: its appid, admission, body, then op.handler on a worker;
         `h5_envelope`: answered in the H5 envelope (the public cloud's v1 sessioncode path)."""
         handler, service = op.handler, self.service
+        gate = self.licensing.gate(op.path, op.feature, op.model) if self.licensing else None
 
         def work(appid: str, raw: bytes) -> Any:  # on a worker thread: parsing is work too
             return handler(service, appid, parse_body(raw, op.counts))
@@ -158,6 +198,8 @@ class Server:
             call = self.answers.call(request, op.path, h5_envelope)
             try:
                 call.appid = appid = await self.auth.appid(request)
+                if gate is not None:
+                    gate()
                 with self.bodies.admit(request, op.model) as ticket:
                     raw = await self.bodies.read(request, ticket)
                     if op.model:
@@ -176,6 +218,8 @@ class Server:
         call = self.answers.call(request, "face/liveness(video)", h5=True)
         try:
             call.appid = await self.auth.caller(request)
+            if self.video_gate is not None:
+                self.video_gate()
             with self.bodies.admit(request, True) as ticket:
                 raw = await self.bodies.read(request, ticket)
                 form = await h5.video_form(request, raw, self.settings.max_body)
@@ -204,6 +248,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "models_dir": str(server.inner.models_dir),
                 "backend": describe_backend(server.inner),
                 "faces": server.library.stats()["faces"],
+                **({"license": server.licensing.state()} if server.licensing else {}),
             }
         )
 
@@ -228,6 +273,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def capabilities_json(request: Request) -> Response:
         url = bool(server.service.url_hosts)
         caps = capabilities.document(settings, server.engine, url, server.admission.workers)
+        if server.licensing is not None:
+            caps["license"] = capabilities.license_section(server.licensing.state())
         return answers.ok(answers.call(request, "capabilities"), caps)
 
     async def not_routed(request: Request, exc: Exception) -> Response:

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from facecore.errors import LivenessFailed, LivenessMissing
+from facecore.errors import (
+    LicenseRefused,
+    LicenseUnreachable,
+    LivenessFailed,
+    LivenessMissing,
+    NotLicensed,
+)
 from facecore.pipeline import fields
 from facecore.pipeline.engine import Engine
 from facecore.pipeline.liveness import THRESHOLDS as LIVENESS_THRESHOLDS
 from facecore.runtime.gpu import describe as describe_backend
 from facecore_server.controls import LIVENESS_LIMITS, QUALITY_ERRORS, QUALITY_LIMITS
-from facecore_server.routes import LIVENESS_COUNTS
+from facecore_server.routes import LIVENESS_COUNTS, OPS
 from facecore_server.settings import Settings
 
 
@@ -69,4 +75,22 @@ def document(settings: Settings, engine: Engine, url: bool, workers: int) -> dic
             "workers": workers,
         },
         "backend": describe_backend(engine.backend),
+    }
+
+
+def license_section(state: dict[str, Any]) -> dict[str, Any]:
+    """The licence part, for a server started with --license: its state (as /health shows it),
+    which routes each feature covers, and the codes a refusal answers (docs/license.md)."""
+    features: dict[str, list[str]] = {}
+    for op in OPS:
+        features.setdefault(op.feature or "none", []).append(op.path)
+    return {
+        **state,
+        "routes": features,
+        "lease_needed": [op.path for op in OPS if op.model] + ["face/liveness(video)"],
+        "codes": {
+            "not_licensed": NotLicensed.code,
+            "unreachable": LicenseUnreachable.code,
+            "refused": LicenseRefused.code,
+        },
     }

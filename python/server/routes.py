@@ -13,6 +13,7 @@ from facecore_server.service import FaceService
 # Path prefixes that all answer the same routes (docs/api.md).
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
 LIVENESS_COUNTS = (1, 3, 8)  # images face/liveness takes
+DETECT, RECOGNITION = "detect", "recognition"  # the features a licence sells (facecore_license)
 
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
@@ -91,8 +92,11 @@ class Op:
     result: dict[str, Any] | None  # None: result is always null
     summary: str
     aliases: tuple[str, ...] = ()
-    model: bool = False  # runs the models: goes through admission
+    model: bool = False  # runs the models: goes through admission (and, licensed, needs a lease)
     counts: tuple[int, ...] = ()  # body is an array of that many image objects (match, liveness)
+    # What a licence must sell for it (docs/license.md): "detect" (detection, attributes,
+    # liveness), "recognition" (match, search and the library's writes), None (library reads).
+    feature: str | None = None
 
 
 _IMAGE = P.IMAGE_PARAMS
@@ -108,6 +112,7 @@ OPS = (
         _obj(face_num=_INT, face_list=_list(DETECT_FACE)),
         "Detect faces with their attributes",
         model=True,
+        feature=DETECT,
     ),
     Op(
         "face/liveness",
@@ -121,6 +126,7 @@ OPS = (
         "Silent liveness of 1, 3 or 8 images (needs the liveness models)",
         model=True,
         counts=LIVENESS_COUNTS,
+        feature=DETECT,
     ),
     Op(
         "face/liveness/sessioncode",
@@ -128,6 +134,7 @@ OPS = (
         (),
         _obj(session_id=_STR, code=_STR),
         "A code to read aloud in an H5 liveness video, and its session (5 minutes, one video)",
+        feature=DETECT,
     ),
     Op(
         "face/match",
@@ -137,6 +144,7 @@ OPS = (
         "Compare the largest faces of two images (score 0-100, 80 = FAR 1e-4)",
         model=True,
         counts=(2,),
+        feature=RECOGNITION,
     ),
     Op(
         "face/identify",
@@ -146,6 +154,7 @@ OPS = (
         "Search groups for the users most like the largest face",
         ("face/search",),
         model=True,
+        feature=RECOGNITION,
     ),
     Op(
         "face/multi-search",
@@ -157,6 +166,7 @@ OPS = (
         ),
         "Search groups for every face of the image (M:N)",
         model=True,
+        feature=RECOGNITION,
     ),
     Op(
         "face/add",
@@ -165,6 +175,7 @@ OPS = (
         _STORED,
         "Register the largest face for a user (creates group and user)",
         model=True,
+        feature=RECOGNITION,
     ),
     Op(
         "face/update",
@@ -173,6 +184,7 @@ OPS = (
         _STORED,
         "Replace all of a user's faces in a group with the largest face",
         model=True,
+        feature=RECOGNITION,
     ),
     Op(
         "face/list",
@@ -188,6 +200,7 @@ OPS = (
         (P.GROUP_ID, P.USER_ID, P.FACE_TOKEN),
         None,
         "Delete one face of a user (the user goes with its last face)",
+        feature=RECOGNITION,
     ),
     Op(
         "user/copy",
@@ -195,6 +208,7 @@ OPS = (
         (P.USER_ID, P.SRC_GROUP_ID, P.DST_GROUP_ID),
         None,
         "Copy a user and its faces into another existing group",
+        feature=RECOGNITION,
     ),
     Op(
         "user/get",
@@ -217,14 +231,23 @@ OPS = (
         (P.GROUP_ID_OR_ALL, P.USER_ID),
         None,
         "Delete a user from a group (or every group with @ALL)",
+        feature=RECOGNITION,
     ),
-    Op("group/add", FaceService.group_add, (P.GROUP_ID,), None, "Create an empty group"),
+    Op(
+        "group/add",
+        FaceService.group_add,
+        (P.GROUP_ID,),
+        None,
+        "Create an empty group",
+        feature=RECOGNITION,
+    ),
     Op(
         "group/delete",
         FaceService.group_delete,
         (P.GROUP_ID,),
         None,
         "Delete a group and everything in it (in the background)",
+        feature=RECOGNITION,
     ),
     Op(
         "group/list",

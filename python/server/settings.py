@@ -58,6 +58,12 @@ class Settings:
     auth_key_failures: int = 100  # failed attempts per API key per window, then RateLimited
     auth_window: float = 60.0
     metrics_token_file: Path | None = None  # set: /metrics needs "Authorization: Bearer <file>"
+    # Licensing (docs/license.md): set, the server leases a seat from authd at this URL and refuses
+    # to start without one; the vendor's public key and the secret shared with authd go with it.
+    license: str | None = None
+    license_pubkey: Path | None = None
+    license_secret_file: Path | None = None
+    license_grace: float = 1800.0  # seconds model routes are served while authd is away
 
     @classmethod
     def from_env_and_args(cls, argv: Sequence[str] | None = None) -> Settings:
@@ -136,12 +142,35 @@ class Settings:
             out.append("--auth-window must be > 0")
         if self.metrics_token_file is not None and not self.metrics_token_file.is_file():
             out.append(f"--metrics-token-file {self.metrics_token_file} is not a readable file")
+        out.extend(self._license_problems())
         if self.url_timeout <= 0:
             out.append("--url-timeout must be > 0")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             out.append(
                 f"--log-level must be critical|error|warning|info|debug, got {self.log_level}"
             )
+        return out
+
+    def _license_problems(self) -> list[str]:
+        files = {
+            "--license-pubkey": self.license_pubkey,
+            "--license-secret-file": self.license_secret_file,
+        }
+        if self.license is None:
+            given = [flag for flag, path in files.items() if path is not None]
+            return [f"{', '.join(given)} without --license"] if given else []
+        from facecore_license.client import parse_url
+
+        out = []
+        try:
+            parse_url(self.license)
+        except ValueError as e:
+            out.append(f"--license: {e}")
+        for flag, path in files.items():
+            if path is None or not path.is_file():
+                out.append(f"--license needs {flag}, a readable file (got {path})")
+        if self.license_grace < 0:
+            out.append("--license-grace must be >= 0")
         return out
 
 
@@ -157,8 +186,14 @@ def _bool(value: str | bool) -> bool:
 
 def _kind(name: str) -> Any:
     default = Settings.__dataclass_fields__[name].default
-    if name in ("data_dir", "models_dir", "metrics_token_file"):
+    if name in (
+        "data_dir",
+        "models_dir",
+        "metrics_token_file",
+        "license_pubkey",
+        "license_secret_file",
+    ):
         return Path
-    if name == "default_appid":
+    if name in ("default_appid", "license"):
         return str
     return type(default)

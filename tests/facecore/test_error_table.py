@@ -55,12 +55,15 @@ def test_missing_param_names_the_parameter() -> None:
     assert E.BadBody("x", "image").error_msg() == "param[] is null"
 
 
-def test_one_class_per_code_but_222001() -> None:
+def test_one_class_per_code_but_222001_and_6() -> None:
     """222001 has three classes (missing, unreadable body, match_threshold: the table has no code
-    for the last two); every other code one, so catching a name catches one condition."""
+    for the last two) and 6 two (another appid's credential, a route the licence does not sell);
+    every other code one, so catching a name catches one condition. A code's later classes
+    subclass its first."""
     codes = [c.code for c in E.sent()]
-    assert {c for c in codes if codes.count(c) > 1} == {222001}
+    assert {c for c in codes if codes.count(c) > 1} == {222001, 6}
     assert all(issubclass(c, E.MissingParam) for c in E.sent() if c.code == 222001)
+    assert all(issubclass(c, E.NoPermission) for c in E.sent() if c.code == 6)
 
 
 def test_every_sent_code_is_documented() -> None:
@@ -82,7 +85,7 @@ def test_codes_are_spelled_only_by_the_error_classes() -> None:
     code = re.compile(r"(?<![\d.])22[23]\d{3}(?![\d.])")
     found = [
         f"{path.relative_to(REPO)}:{n}: {line.strip()}"
-        for path in sorted((REPO / "python").rglob("*.py"))
+        for path in sorted([*(REPO / "python").rglob("*.py"), *(REPO / "license").rglob("*.py")])
         if path != REPO / "python" / "facecore" / "errors.py"
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if code.search(line)
