@@ -30,11 +30,8 @@ FAMILIES = document.model_families(json.loads(MANIFEST.read_text()))
 @pytest.fixture(scope="module")
 def authd(vendor: Vendor) -> Iterator[Authd]:
     """authd over a 2-seat recognition licence for this machine."""
-    server = start_authd(vendor, vendor.issue("two-seats.json"))
-    try:
+    with start_authd(vendor, vendor.issue("two-seats.json")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def client(vendor: Vendor, authd: Authd, **kw: Any) -> AuthdClient:
@@ -215,21 +212,13 @@ def test_a_licence_that_ends_while_leased_stops_the_models_at_once(vendor: Vendo
 
 
 def test_a_licence_not_covering_the_models_gets_no_lease(vendor: Vendor) -> None:
-    server = start_authd(vendor, vendor.issue("mtcnn-only.json", models=["mtcnn"]))
-    keeper = LeaseKeeper(
-        client(vendor, server),
-        "svc/3",
-        ["cpu"],
-        document.load_public(vendor.public),
-        1800,
-        FAMILIES,
-    )
-    try:
+    with start_authd(vendor, vendor.issue("mtcnn-only.json", models=["mtcnn"])) as server:
+        c = client(vendor, server)
+        public = document.load_public(vendor.public)
+        keeper = LeaseKeeper(c, "svc/3", ["cpu"], public, 1800, FAMILIES)
         with pytest.raises(document.LicenseError, match="does not cover the model families"):
             keeper.start()
-        assert client(vendor, server).status()["in_use"] == 0  # the lease went back
-    finally:
-        server.stop()
+        assert c.status()["in_use"] == 0  # the lease went back
 
 
 def serve_once(vendor: Vendor, licence: Path, *flags: str) -> subprocess.CompletedProcess[str]:

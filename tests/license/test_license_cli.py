@@ -84,13 +84,10 @@ def test_secret_and_status(vendor: Vendor, tmp_path: Path) -> None:
     secret = tmp_path / "authd.secret"
     assert license_cli("secret", secret).returncode == 0
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) == 64
-    authd = start_authd(vendor, vendor.issue("status.json"))
-    try:
+    with start_authd(vendor, vendor.issue("status.json")) as authd:
         out = license_cli("status", authd.url, "--secret-file", vendor.secret)
         assert out.returncode == 0, out.stderr
         status = json.loads(out.stdout)
         assert (status["seats"], status["in_use"], status["leases"]) == (2, 0, [])
         wrong = license_cli("status", authd.url, "--secret-file", secret)
-        assert wrong.returncode == 1 and "not signed with this side's shared secret" in wrong.stderr
-    finally:
-        authd.stop()
+    assert wrong.returncode == 1 and "not signed with this side's shared secret" in wrong.stderr

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from typing_extensions import Self
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LFW = SHARED / "lfw" / "images"
@@ -70,6 +71,12 @@ class Process:
         """SIGKILL: a crash."""
         self.proc.kill()
         self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
