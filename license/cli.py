@@ -16,6 +16,7 @@ from typing import Any
 from facecore_license import document
 from facecore_license import protocol as P
 from facecore_license.document import LicenseError
+from facecore_license.fingerprint import NoHardwareIds, collect
 
 
 def fill(p: argparse.ArgumentParser) -> None:
@@ -90,8 +91,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from facecore_license.fingerprint import collect
-
     fp = collect()
     if args.json:
         print(json.dumps(fp.as_dict(), indent=2))
@@ -140,8 +139,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     lic, _ = document.read(args.license, document.load_public(args.pubkey))
     problems = [p for p in [lic.out_of_terms(datetime.now(timezone.utc).timestamp())] if p]
     if args.here:
-        from facecore_license.fingerprint import collect
-
         here = collect().digest
         if here != lic.fingerprint:
             problems.append(f"this machine's fingerprint is {here}, not the licence's")
@@ -159,7 +156,6 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from facecore_license import authd
-    from facecore_license.fingerprint import NoHardwareIds
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -199,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed license command; a LicenseError or an unusable file is one line, exit 1."""
     try:
         code: int = args.func(args)
-    except (LicenseError, P.SecretError, OSError, ValueError) as e:
+    except (LicenseError, P.SecretError, NoHardwareIds, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return code
