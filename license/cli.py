@@ -162,6 +162,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.lease_seconds <= 0 or args.max_skew <= 0:
+        print("facecore license serve: --lease-seconds and --max-skew must be > 0", file=sys.stderr)
+        return 2
     try:
         service = authd.prepare(
             args.license, args.pubkey, args.secret_file, args.lease_seconds, args.max_skew

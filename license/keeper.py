@@ -1,5 +1,5 @@
 """The face service's side of the leases: acquire one per seat at start, renew them by heartbeat,
-and say, in a few nanoseconds a request, whether the models may run.
+and say, in a fraction of a microsecond a request, whether the models may run.
 
 `deadline` is the monotonic time until which the service may run its models: the end of the
 shortest confirmed lease (the time its renewal was sent, plus the lease's ttl) plus the grace
@@ -71,12 +71,11 @@ class LeaseKeeper:
         saying why (the service must not start)."""
         try:
             for seat in self.seats:
-                sent = self.clock()
-                self._granted(seat, self.client.acquire(self.holder, seat.name), sent)
+                self._acquire(seat, self.clock())
         except (AuthdError, LicenseError):
             self._release()
             raise
-        self._settle(ended=False)
+        self._settle([])
 
     def heartbeat(self) -> None:
         """Renew on a daemon thread, every third of the lease, until close()."""
@@ -97,55 +96,54 @@ class LeaseKeeper:
 
     def _release(self) -> None:
         for seat in self.seats:
-            if seat.lease is not None:
-                try:
-                    self.client.release(seat.lease)
-                except AuthdError:
-                    pass  # authd frees it when the lease runs out
-                seat.lease = None
+            self._give_back(seat)
+
+    def _give_back(self, seat: Seat) -> None:
+        if seat.lease is not None:
+            try:
+                self.client.release(seat.lease)
+            except AuthdError:
+                pass  # authd frees it when the lease runs out
+            seat.lease = None
 
     # -------------------------------------------------------------------------------- heartbeat
 
     def tick(self) -> None:
         """One heartbeat: renew each seat's lease (acquire it again when authd does not know it),
         then move the deadline."""
-        ended = False
+        failures: list[AuthdError | LicenseError] = []
         with self._lock:
-            self.failure, self.reason = None, ""
             for seat in self.seats:
                 sent = self.clock()
                 try:
-                    if seat.lease is None:
-                        raise UnknownLease("unknown_lease", "no lease held", {})
-                    answer = self.client.renew(seat.lease)
-                except UnknownLease:
-                    seat.lease = None
-                    try:
-                        answer = self.client.acquire(self.holder, seat.name)
-                    except AuthdError as e:
-                        ended |= self._failed(e)
-                        continue
-                    try:
-                        self._granted(seat, answer, sent)
-                    except LicenseError as e:
-                        ended |= self._failed(e)
-                    continue
-                except AuthdError as e:
-                    ended |= self._failed(e)
-                    continue
-                self._confirm(seat, answer, sent)
-            self._settle(ended)
+                    if seat.lease is not None:
+                        try:
+                            self._confirm(seat, self.client.renew(seat.lease), sent)
+                            continue
+                        except UnknownLease:
+                            seat.lease = None
+                    self._acquire(seat, sent)
+                except (AuthdError, LicenseError) as e:
+                    failures.append(e)
+            self._settle(failures)
 
-    def _granted(self, seat: Seat, answer: dict[str, Any], sent: float) -> None:
-        """An acquired lease: check the licence it comes with, then hold it."""
+    def _acquire(self, seat: Seat, sent: float) -> None:
+        """A new lease for `seat`, held only once the licence it comes with verifies and covers
+        this server's models (given back otherwise)."""
+        answer = self.client.acquire(self.holder, seat.name)
         seat.lease = str(answer["lease"])
-        lic = document.verify(answer.get("license"), self.public)
-        uncovered = lic.uncovered(self.families)
-        if uncovered:
-            raise LicenseError(
-                f"the licence {lic.id} does not cover the model families {', '.join(uncovered)} "
-                f"that this server loads (it covers {', '.join(lic.models)})"
-            )
+        try:
+            lic = document.verify(answer.get("license"), self.public)
+            uncovered = lic.uncovered(self.families)
+            if uncovered:
+                raise LicenseError(
+                    f"the licence {lic.id} does not cover the model families "
+                    f"{', '.join(uncovered)} that this server loads (it covers "
+                    f"{', '.join(lic.models)})"
+                )
+        except LicenseError:
+            self._give_back(seat)
+            raise
         self.license, self.features = lic, frozenset(lic.features)
         self._confirm(seat, answer, sent)
 
@@ -154,15 +152,18 @@ class LeaseKeeper:
         self.in_use = int(answer["in_use"])
         seat.confirmed_until = sent + self.ttl
 
-    def _failed(self, e: AuthdError | LicenseError) -> bool:
-        """Record why a seat has no lease; True when the licence itself says stop (no grace)."""
-        self.failure = UNREACHABLE if isinstance(e, Unreachable) else REFUSED
-        self.reason = str(e)
-        return isinstance(e, LicenseError) or (isinstance(e, Refused) and e.error == "out_of_terms")
-
-    def _settle(self, ended: bool) -> None:
+    def _settle(self, failures: list[AuthdError | LicenseError]) -> None:
+        """Move the deadline after a round: the shortest confirmed lease plus the grace, or now
+        when the licence itself says stop; remember why a lease is missing."""
+        ending = [e for e in failures if _ends_licence(e)]
+        why = (ending or failures)[-1] if failures else None
+        if why is None:
+            self.failure, self.reason = None, ""
+        else:
+            self.failure = UNREACHABLE if isinstance(why, Unreachable) else REFUSED
+            self.reason = str(why)
         confirmed = min(seat.confirmed_until for seat in self.seats)
-        self.deadline = self.clock() if ended else confirmed + self.grace
+        self.deadline = self.clock() if ending else confirmed + self.grace
 
     # -------------------------------------------------------------------------------- reading
 
@@ -194,3 +195,9 @@ class LeaseKeeper:
                 ),
                 "reason": self.reason or None,
             }
+
+
+def _ends_licence(e: AuthdError | LicenseError) -> bool:
+    """Does this failure end the licence itself (no grace)? Its terms are over, or authd serves a
+    licence this server cannot use."""
+    return isinstance(e, LicenseError) or (isinstance(e, Refused) and e.error == "out_of_terms")

@@ -212,13 +212,28 @@ def test_a_licence_that_ends_while_leased_stops_the_models_at_once(vendor: Vendo
 
 
 def test_a_licence_not_covering_the_models_gets_no_lease(vendor: Vendor) -> None:
-    with start_authd(vendor, vendor.issue("mtcnn-only.json", models=["mtcnn"])) as server:
+    """Refused at start; and a restarted authd serving such a licence stops the models at once,
+    its lease given back rather than renewed."""
+    public = document.load_public(vendor.public)
+    narrow = vendor.issue("mtcnn-only.json", models=["mtcnn"])
+    with start_authd(vendor, narrow) as server:
         c = client(vendor, server)
-        public = document.load_public(vendor.public)
-        keeper = LeaseKeeper(c, "svc/3", ["cpu"], public, 1800, FAMILIES)
         with pytest.raises(document.LicenseError, match="does not cover the model families"):
-            keeper.start()
+            LeaseKeeper(c, "svc/3", ["cpu"], public, 1800, FAMILIES).start()
         assert c.status()["in_use"] == 0  # the lease went back
+    clock = Clock()
+    with start_authd(vendor, vendor.issue("wide.json")) as first:
+        keeper = LeaseKeeper(client(vendor, first), "svc/4", ["cpu"], public, 1800, FAMILIES, clock)
+        keeper.start()
+        first.kill()
+        with start_authd(vendor, narrow, port=first.port) as second:
+            for _ in range(2):
+                clock.t += 20
+                keeper.tick()
+                assert not keeper.allowed() and keeper.failure == REFUSED
+                assert "does not cover" in keeper.snapshot()["reason"]
+                assert client(vendor, second).status()["in_use"] == 0
+            keeper.close()
 
 
 def serve_once(vendor: Vendor, licence: Path, *flags: str) -> subprocess.CompletedProcess[str]:
