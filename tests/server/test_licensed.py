@@ -1,8 +1,9 @@
 """A face server started with --license, against authd processes on loopback: the seat it leases at
 start and the refusals when it cannot (a seat too many, no authd, another secret, another vendor's
 key), /health and /capabilities, authd SIGKILLed past the grace period (model routes refuse, the
-library stays readable) and restarted (the lease comes back), and a detection-only licence on every
-route. Every refusal says why, and no library data is touched. docs/license.md."""
+library stays readable) and restarted (the lease comes back), authd serving a licence the server
+cannot use (refused at once), a detection-only licence on every route, and the flags' checks.
+Every refusal says why, and no library data is touched. docs/license.md."""
 
 from __future__ import annotations
 
@@ -148,6 +149,21 @@ def test_authd_killed_past_the_grace_period_and_restarted(lab: Lab) -> None:
     assert lab.server.ok("face/detect", FACE)["face_num"] == 1
 
 
+def test_a_licence_the_server_cannot_use_stops_the_models_at_once(lab: Lab) -> None:
+    """authd restarted with a licence that does not cover this server's models: no grace, model
+    routes answer LicenseRefused, the library stays readable; a covering licence brings them back."""
+    narrow = lab.vendor.issue("mtcnn-only.json", models=["mtcnn"])
+    lab.serve(narrow)
+    state = lab.until("refused", state="lapsed")
+    assert "does not cover the model families" in state["reason"]
+    answer = lab.server.post("face/detect", FACE)
+    assert answer["error_code"] == LicenseRefused.code, answer
+    assert "does not cover the model families" in answer["error_detail"]
+    assert lab.server.ok("group/list", {})["group_id_list"] == ["g1"]
+    lab.serve(lab.recognition)
+    lab.until("leased again", state="leased", reason=None)
+
+
 def test_a_detection_only_licence_on_every_route(lab: Lab) -> None:
     lab.serve(lab.detection)
     lab.until("on the detection licence", state="leased", features=["detect"])
@@ -174,3 +190,17 @@ def test_a_clean_stop_gives_the_seat_back(lab: Lab, tmp_path: Path) -> None:
     assert second.health()["license"]["seats_in_use"] == in_use + 1
     assert second.stop() == 0
     assert status()["in_use"] == in_use
+
+
+def test_the_license_flags_are_checked(tmp_path: Path) -> None:
+    from facecore_server.settings import Settings
+
+    key = tmp_path / "vendor.pub"
+    key.write_text("-")
+    assert Settings(license_pubkey=key).problems() == ["--license-pubkey without --license"]
+    problems = Settings(license="https://authd", license_pubkey=key, license_grace=-1).problems()
+    assert problems == [
+        "--license: an authd URL is http://host[:port], got 'https://authd'",
+        "--license needs --license-secret-file, a readable file (got None)",
+        "--license-grace must be >= 0",
+    ]
