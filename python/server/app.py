@@ -92,14 +92,14 @@ def _store_problem(data: Path, e: Exception) -> str:
     return f"the data directory {data} cannot be opened: {type(e).__name__}: {text.strip()}"
 
 
-def _lease(settings: Settings, manifest: dict[str, Any]) -> Licensing:
+def _lease(settings: Settings, manifest: dict[str, Any], devices: list[str]) -> Licensing:
     """The licence's leases, before anything under --data is opened, or StartupError saying why
     there are none. Imported here: a server without --license loads no licensing code."""
     from facecore_license.document import model_families
     from facecore_server.licensing import START_ERRORS, Licensing
 
     try:
-        return Licensing(settings, model_families(manifest))
+        return Licensing(settings, model_families(manifest), devices)
     except START_ERRORS as e:
         raise StartupError(f"no licence lease from the authorisation service: {e}") from e
 
@@ -118,7 +118,9 @@ class Server:
         )
         self.licensing: Licensing | None = None
         if settings.license:
-            self.licensing = _lease(settings, self.inner.manifest)
+            self.licensing = _lease(
+                settings, self.inner.manifest, list(getattr(self.inner, "devices", ["cpu"]))
+            )
         try:
             self._assemble(settings)
         except BaseException:

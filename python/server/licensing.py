@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from facecore.errors import FaceCoreError, LicenseRefused, LicenseUnreachable, NotLicensed
@@ -30,22 +30,26 @@ from facecore_server.settings import Settings
 START_ERRORS = (AuthdError, LicenseError, SecretError)
 
 
-def seats() -> list[str]:
-    """The seats this process runs the models on: one per GPU once a GPU runner is in use
-    (facecore.runtime has none yet), else one for this CPU worker process."""
-    return ["cpu"]
+def seats(devices: Sequence[str]) -> list[str]:
+    """The seats this process runs the models on: one per GPU of its backend ("cuda:0", ...), else
+    one for this CPU worker process ("cpu")."""
+    gpus = [d for d in devices if d.startswith("cuda")]
+    return gpus or ["cpu"]
 
 
 class Licensing:
-    def __init__(self, settings: Settings, families: Iterable[str]) -> None:
+    def __init__(
+        self, settings: Settings, families: Iterable[str], devices: Sequence[str] = ("cpu",)
+    ) -> None:
         """Lease the seats from authd (START_ERRORS saying why not), then keep them by
-        heartbeat. `families`: the model families this server loads."""
+        heartbeat. `families`: the model families this server loads; `devices`: where its
+        backend runs them (a seat per GPU)."""
         assert settings.license and settings.license_pubkey and settings.license_secret_file
         client = AuthdClient(settings.license, read_secret(settings.license_secret_file))
         self.keeper = LeaseKeeper(
             client,
             f"{socket.gethostname()}/{os.getpid()}",
-            seats(),
+            seats(devices),
             document.load_public(settings.license_pubkey),
             settings.license_grace,
             families,

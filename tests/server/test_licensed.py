@@ -204,3 +204,10 @@ def test_the_license_flags_are_checked(tmp_path: Path) -> None:
         "--license needs --license-secret-file, a readable file (got None)",
         "--license-grace must be >= 0",
     ]
+
+
+def test_a_seat_per_gpu_of_the_backend_else_one_for_the_cpu_worker() -> None:
+    from facecore_server.licensing import seats
+
+    assert seats(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
+    assert seats(["cpu"]) == ["cpu"] and seats([]) == ["cpu"]
