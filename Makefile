@@ -17,7 +17,8 @@ MODEL_TOOLS := tools/build_models.py $(wildcard python/facecore/convert/*.py)
 
 # The CPU torch wheel and onnx2torch, for the ONNX -> TorchScript conversion and its parity tests
 # (tests/facecore/test_engines.py; docs/gpu.md, "Engines and their cache"): `make test` installs
-# them, `make serve` does not. ~190 MB to download, ~0.8 GB installed. onnx2torch comes without its
+# them first, so the package is built with the LibTorch runner and its cpu tests run; `make serve`
+# does not. ~190 MB to download, ~0.8 GB installed. onnx2torch comes without its
 # torchvision: PyPI's torchvision is built for CUDA torch and does not load beside the CPU one.
 # `make test TORCH_CPU=` installs neither (the engine tests then skip, saying why).
 TORCH_CPU ?= torch==2.13.0+cpu
@@ -41,6 +42,7 @@ $(ENGINE_TOOLS): $(BIN)/python
 ifneq ($(TORCH_CPU),)
 	$(BIN)/python -m pip install -q "$(TORCH_CPU)"
 	$(BIN)/python -m pip install -q --no-deps $(ONNX2TORCH)
+	rm -f $(STAMP)  # rebuilt next, now that CMake finds torch: with the LibTorch runner (cpu)
 	touch $@
 endif
 
@@ -65,7 +67,7 @@ endif
 serve: install models
 	$(BIN)/facecore-server --port $(FACECORE_PORT) --data $(FACECORE_DATA)
 
-test: install models engine-tools ctest
+test: engine-tools install models ctest
 	$(BIN)/python -m pytest tests
 
 # The C++ core's own tests (tests/cpp), built without Python in build/ctest.
