@@ -39,7 +39,8 @@ from typing import Any, Literal
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from facecore.errors import FaceCoreError, InvalidArgument, UnknownId
-from facecore.store.library import check_appid, iter_prefix
+from facecore.store.ids import check_appid
+from facecore.store.rocks import iter_prefix
 
 ALPHABET = string.ascii_letters + string.digits
 API_KEY_CHARS = 24  # Baidu's lengths: 24 and 32 characters of [A-Za-z0-9] (143 and 190 bits)

@@ -1,0 +1,116 @@
+"""The storage interface under the face library and the key store: an ordered key-value store of
+bytes, with atomic write batches, prefix scans, point and multi-gets, and a change sequence.
+
+Two implementations: `rocks.RocksStore` (the embedded RocksDB one process owns, the default) and
+`postgres.PostgresStore` (a PostgreSQL database that several FaceCore instances share). A store
+that others write too (`shared`) also gives, for read-check-write steps, locks that hold across
+processes (`locked`), and a change log of the writes to the `followed` key prefixes, in sequence
+order, which the other instances apply to what they keep in memory (`changes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PUT, DELETE, DELETE_RANGE = 0, 1, 2
+
+
+class WriteBatch:
+    """Puts, deletes and range deletes ([start, end)), applied by `Store.write` in order, all
+    or none. A key both deleted and put in one batch ends as the last of the two left it."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[int, bytes, bytes]] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.ops.append((PUT, key, value))
+
+    def delete(self, key: bytes) -> None:
+        self.ops.append((DELETE, key, b""))
+
+    def delete_range(self, start: bytes, end: bytes) -> None:
+        self.ops.append((DELETE_RANGE, start, end))
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write of a shared store's change log: its sequence number and its operations on the
+    followed keys ((PUT, key, value), (DELETE, key, b""), (DELETE_RANGE, start, end))."""
+
+    seq: int
+    ops: list[tuple[int, bytes, bytes]]
+
+
+class StoreGap(Exception):
+    """The change log no longer holds the changes after the asked sequence number (they were
+    pruned, or the store was replaced): whoever follows it must load everything again."""
+
+
+class Store(ABC):
+    """An ordered byte-key store. Thread-safe."""
+
+    shared = False  # whether other processes write it too (then: locked, changes)
+    followed: tuple[bytes, ...] = ()  # key prefixes whose writes the change log carries
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def multi_get(self, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) for start <= key < end (None: to the last key), in key order."""
+
+    @abstractmethod
+    def write(self, batch: WriteBatch) -> int:
+        """Apply the batch atomically; returns the change sequence number after it."""
+
+    @abstractmethod
+    def sequence(self) -> int:
+        """The change sequence: it increases with every write that changes a followed key (the
+        RocksDB store: with every write), and never goes back."""
+
+    def count(self, start: bytes, end: bytes) -> int:
+        return sum(1 for _ in self.scan(start, end))
+
+    def locked(self, names: Sequence[str]) -> contextlib.AbstractContextManager[int]:
+        """Hold `names` against every process sharing the store, for a read-check-write step run
+        in this thread: its reads see the latest writes, and its write commits and releases them.
+        Yields the change sequence as of the locking. A store one process owns needs no such
+        lock (the caller's own locks suffice): it yields the current sequence."""
+        return contextlib.nullcontext(self.sequence())
+
+    def changes(self, after: int, limit: int = 1000) -> list[Change]:
+        """The change log after sequence `after`, oldest first (at most `limit`); StoreGap when
+        it no longer starts right after `after`. Only a shared store keeps one."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no change log")
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable on disk."""
+
+    @abstractmethod
+    def checkpoint(self, path: str | Path) -> None:
+        """An online, consistent copy of the store in `path` (which must not exist)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        return type(self).__name__
+
+
+def scan_prefix(store: Store, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value) pairs whose keys start with `prefix` (non-empty), in key order."""
+    assert prefix and prefix[-1] != 0xFF
+    return store.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1]))

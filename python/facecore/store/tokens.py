@@ -1,0 +1,135 @@
+"""The detected-face token cache: what `detect` saw, so that a later request can name the face by
+its face_token (image_type=FACE_TOKEN) instead of sending the image again.
+
+    D/{appid}/{token}             ts int64 (ns), embedding d x f32, attributes JSON
+    E/{ts:016x}/{appid}/{token}   empty: the tokens in age order, for eviction
+Tokens are per appid. Each put evicts the oldest entries beyond `capacity` and those older than
+`seconds`, oldest first: the cost is proportional to what is evicted.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facecore.errors import FaceTokenNotFound
+from facecore.store import codec
+from facecore.store.ids import TOKEN, check_appid, check_token, is_id
+from facecore.store.kv import Store, WriteBatch, scan_prefix
+
+if TYPE_CHECKING:
+    from facecore.store.verify import Findings
+
+
+class DetectedTokens:
+    """Thread-safe. `check` validates an embedding (the library's dim and dtype)."""
+
+    def __init__(
+        self,
+        store: Store,
+        dim: int,
+        capacity: int,
+        seconds: int,
+        check: Callable[[object], np.ndarray],
+        write: Callable[[WriteBatch], int],
+    ) -> None:
+        self._store, self.dim, self.capacity, self.seconds = store, dim, capacity, seconds
+        self._check, self._write = check, write
+        self.lock = threading.Lock()
+        self.count = self._store.count(b"E/", b"E0")
+
+    def put(
+        self, appid: str, face_token: str, embedding: np.ndarray, attributes: dict[str, Any]
+    ) -> None:
+        key = f"{check_appid(appid)}/{check_token(face_token)}"
+        emb = self._check(embedding)
+        now = time.time_ns()
+        with self.lock:
+            batch = WriteBatch()
+            old = self._store.get(f"D/{key}".encode())
+            if old is not None:
+                batch.delete(f"E/{codec.TS.unpack_from(old)[0]:016x}/{key}".encode())
+            else:
+                self.count += 1
+            value = codec.TS.pack(now) + emb.tobytes() + json.dumps(attributes).encode()
+            batch.put(f"D/{key}".encode(), value)
+            batch.put(f"E/{now:016x}/{key}".encode(), b"")
+            self._write(batch)
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest tokens beyond capacity, and any older than `seconds` (oldest first)."""
+        horizon = time.time_ns() - self.seconds * 1_000_000_000
+        excess = self.count - self.capacity
+        batch = WriteBatch()
+        dropped = 0
+        for key, _ in scan_prefix(self._store, b"E/"):
+            if dropped >= excess and int(key[2:18], 16) >= horizon:
+                break
+            batch.delete(key)
+            batch.delete(b"D/" + key[19:])
+            dropped += 1
+        if dropped:
+            self._write(batch)
+            self.count -= dropped
+
+    def get(self, appid: str, face_token: str) -> tuple[np.ndarray, dict[str, Any]]:
+        appid, token = check_appid(appid), check_token(face_token)
+        value = self._store.get(f"D/{appid}/{token}".encode())
+        horizon = time.time_ns() - self.seconds * 1_000_000_000
+        if value is None or codec.TS.unpack_from(value)[0] < horizon:
+            raise FaceTokenNotFound(f"face_token {token} does not exist or has expired")
+        emb = np.frombuffer(value, np.float32, self.dim, 8).copy()
+        attrs: dict[str, Any] = json.loads(value[8 + 4 * self.dim :])
+        return emb, attrs
+
+    # ------------------------------------------------------------------ verify
+
+    def verify(self, found: Findings, fix: bool) -> int:
+        """D/ tokens against their E/ eviction entries: screened without the lock, confirmed
+        (and fixed) under it. Returns the number of tokens."""
+        from facecore.store.verify import Findings
+
+        screen = Findings(False)
+        count = self._check_all(screen)
+        if not screen.problems:
+            return count
+        with self.lock:
+            confirmed = Findings(fix)
+            count = self._check_all(confirmed)
+            found.merge(confirmed)
+            if fix:
+                confirmed.flush(self._write)
+                self.count = self._store.count(b"E/", b"E0")
+        return count
+
+    def _check_all(self, found: Findings) -> int:
+        width = 8 + 4 * self.dim
+        count = 0
+        for key, value in scan_prefix(self._store, b"D/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 3 or not is_id(parts[1]) or not TOKEN.fullmatch(parts[2]):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            if len(value) < width:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            count += 1
+            ekey = f"E/{struct.unpack_from('<q', value)[0]:016x}/{parts[1]}/{parts[2]}".encode()
+            if self._store.get(ekey) is None:
+                found.add("detected_without_order", key, put=[(ekey, b"")])
+        for key, _ in scan_prefix(self._store, b"E/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 4 or codec.row_of(parts[1].encode()) is None:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            d = self._store.get(f"D/{parts[2]}/{parts[3]}".encode())
+            if d is None or len(d) < 8 or struct.unpack_from("<q", d)[0] != int(parts[1], 16):
+                found.add("order_dangling", key, delete=[key])
+        return count
