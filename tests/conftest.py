@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.pg_cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,3 +58,17 @@ def liveness_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest["models"].update(minifasnet.build(LIVENESS_SOURCE, out))
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the session (tests/pg_cluster.py); each test makes
+    its own database with `postgres.database()`. Skips, saying why, where none can be started."""
+    why = Cluster.find()
+    if why is not None:
+        pytest.skip(why)
+    cluster = Cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -196,6 +196,18 @@ class FaceTokenNotFound(FaceCoreError):
     code, message = 222209, "face token not exist"
 
 
+class NetworkUnavailable(FaceCoreError):
+    """A service this server depends on does not answer: the table's "network not available" is
+    the server's own request failing. Its subclasses name which service; retry once it is back."""
+
+    code, message = 222201, "network not available"
+
+
+class StoreUnavailable(NetworkUnavailable):
+    """The shared store (PostgreSQL, --store) cannot be reached, or refuses this instance (a
+    newer schema): nothing was written; retry. Reads answered from memory still work."""
+
+
 class InternalError(FaceCoreError):
     """An unexpected failure inside FaceCore; the server logs the traceback under the log_id."""
 
@@ -217,12 +229,10 @@ class Busy(FaceCoreError):
 # -- the licence of a server started with --license (docs/license.md) ------------------------------
 
 
-class LicenseUnreachable(FaceCoreError):
+class LicenseUnreachable(NetworkUnavailable):
     """A model route past the grace period while the authorisation service does not answer (or
     not with this server's shared secret). The table's "network not available" is the server's
     own request failing, which this is; the client's advice, retry, holds once authd is back."""
-
-    code, message = 222201, "network not available"
 
 
 class LicenseRefused(FaceCoreError):

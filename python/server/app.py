@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import facecore
-from facecore.errors import UnsupportedMethod
+from facecore.errors import StoreUnavailable, UnsupportedMethod
 from facecore.pipeline.engine import Engine
 from facecore.runtime.backend import OnnxRuntimeBackend
 from facecore.runtime.batching import BatchingBackend
@@ -61,22 +61,33 @@ class StartupError(Exception):
 
 
 def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
-    """The face library and the key store under --data, or StartupError saying why not."""
+    """The face library and the key store: under --data, or in the --store database (shared
+    with other instances); or StartupError saying why not."""
     data = settings.data_dir
     library = None
+    shared = settings.store.startswith(("postgresql://", "postgres://"))
     try:
         data.mkdir(parents=True, exist_ok=True)
+        library_store = None
+        if shared:
+            from facecore.store.postgres import PostgresStore  # psycopg only where it is used
+
+            workers = settings.workers or facecore.hardware_threads()
+            library_store = PostgresStore(settings.store, "library", pool_size=workers + 4)
         library = FaceLibrary(
             data,
             token_capacity=settings.token_capacity,
             token_days=settings.token_days,
             sync_writes=settings.sync_writes,
             threads=settings.threads,
+            store=library_store,
         )
         return library, KeyStore(data / STORE_DIR, settings.access_token_seconds)
     except Exception as e:  # RocksDB raises plain Exception; _store_problem names the cause
         if library is not None:
             library.close()
+        if shared and isinstance(e, StoreUnavailable):
+            raise StartupError(f"the --store database cannot be used: {e}") from e
         raise StartupError(_store_problem(data, e)) from e
 
 

@@ -45,6 +45,10 @@ class Settings:
     token_days: int = 30
     token_capacity: int = 1_000_000
     sync_writes: bool = False
+    # Where the library and the keys are kept: "" (or "rocksdb"), the embedded RocksDB under
+    # --data; "postgresql://user[:password]@host:port/db", one database several instances share
+    # (docs/deploy.md). --data then keeps only this instance's admin socket.
+    store: str = ""
     log_level: str = "info"
     access_log: bool = True
     shutdown_timeout: float = 30.0
@@ -143,6 +147,10 @@ class Settings:
         if self.metrics_token_file is not None and not self.metrics_token_file.is_file():
             out.append(f"--metrics-token-file {self.metrics_token_file} is not a readable file")
         out.extend(self._license_problems())
+        if self.store not in ("", "rocksdb") and not self.store.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            out.append("--store must be rocksdb or a postgresql://user@host:port/db URL")
         if self.url_timeout <= 0:
             out.append("--url-timeout must be > 0")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):

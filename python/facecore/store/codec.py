@@ -83,6 +83,11 @@ def data_group(key: bytes) -> tuple[str, str] | None:
     return group_ids(b"G/" + b"/".join(parts[1:3])) if len(parts) == 4 else None
 
 
+def any_group(key: bytes) -> tuple[str, str] | None:
+    """(appid, group) of a G/ key or of a key of the group's data, else None."""
+    return group_ids(key) if key.startswith(b"G/") else data_group(key)
+
+
 def group_meta(value: bytes) -> dict[str, Any]:
     """A G/ value's JSON object; {} when it is not one."""
     try:

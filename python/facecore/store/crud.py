@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ class Crud(LibraryCore):
 
     def group_add(self, appid: str, group_id: str) -> None:
         appid, group = check_appid(appid), check_group(group_id)
-        with self._meta_lock:
+        with self._shared(appid, [group]), self._meta_lock:
             g = self._groups.get((appid, group))
             if g is not None:
                 if g.deleting:
@@ -92,7 +92,7 @@ class Crud(LibraryCore):
     def group_delete(self, appid: str, group_id: str) -> None:
         """Mark the group deleted and remove its data in the background (GroupDeleting until done)."""
         appid, group = check_appid(appid), check_group(group_id)
-        with self._meta_lock:
+        with self._shared(appid, [group]), self._meta_lock:
             g = self._group(appid, group)
             with g.lock:
                 key = f"G/{appid}/{group}"
@@ -378,6 +378,18 @@ class Crud(LibraryCore):
         batch = WriteBatch()
         batch.put(f"K/{namespace}/{key}".encode(), bytes(value))
         self._write(batch)
+
+    def kv_update(self, namespace: str, key: str, update: Callable[[bytes | None], bytes]) -> bytes:
+        """Read, change and write one metadata value as one step, atomic against every other
+        update of it (a shared store: of every instance). `update` gets the value (None when
+        missing) and returns the new one; an exception it raises writes nothing."""
+        name = f"K/{check_id(namespace, 'namespace', 64, InvalidArgument)}/{key}"
+        with self._kv_lock, self._store.locked([name]):
+            value = update(self._get(name))
+            batch = WriteBatch()
+            batch.put(name.encode(), bytes(value))
+            self._write(batch)
+            return value
 
     def iter_faces(self, appid: str | None = None) -> Iterator[tuple[str, str, str, str]]:
         """(appid, group, user, token) of every stored face (of one appid)."""

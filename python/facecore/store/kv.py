@@ -11,10 +11,13 @@ order, which the other instances apply to what they keep in memory (`changes`).
 from __future__ import annotations
 
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 PUT, DELETE, DELETE_RANGE = 0, 1, 2
 
@@ -53,6 +56,39 @@ class Change:
 class StoreGap(Exception):
     """The change log no longer holds the changes after the asked sequence number (they were
     pruned, or the store was replaced): whoever follows it must load everything again."""
+
+
+class StoreView(ABC):
+    """A read-only view for loading everything at start-up: of one point in the change log
+    (`sequence`) where the store can give one (PostgreSQL: a REPEATABLE READ snapshot)."""
+
+    sequence: int
+
+    @abstractmethod
+    def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def vectors(self, prefix: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The well-formed R/ rows under a group's `prefix`: (row numbers int64, fp32
+        embeddings (n, dim)), in row order."""
+        width = 4 * dim
+        rows: list[int] = []
+        vecs: list[bytes] = []
+        for key, value in self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1])):
+            field = key[len(prefix) :]
+            if len(field) != 16 or field.strip(b"0123456789abcdef") or len(value) < width + 16:
+                continue  # damaged: verify reports it
+            rows.append(int(field, 16))
+            vecs.append(value[:width])
+        emb = np.frombuffer(b"".join(vecs), np.float32).reshape(len(rows), dim)
+        return np.array(rows, np.int64), emb
+
+
+class _PlainView(StoreView):
+    def __init__(self, store: Store) -> None:
+        self._store, self.sequence = store, store.sequence()
+
+    def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        return self._store.scan(start, end)
 
 
 class Store(ABC):
@@ -94,6 +130,24 @@ class Store(ABC):
         """The change log after sequence `after`, oldest first (at most `limit`); StoreGap when
         it no longer starts right after `after`. Only a shared store keeps one."""
         raise NotImplementedError(f"{type(self).__name__} keeps no change log")
+
+    def interrupt(self) -> None:
+        """Make a running `wait` return now, where the store can."""
+
+    def prune(self, keep: int, older_than_s: float) -> int:
+        """Drop change log entries older than `older_than_s` seconds beyond the last `keep`;
+        how many went (a store without a log: none)."""
+        return 0
+
+    def view(self) -> contextlib.AbstractContextManager[StoreView]:
+        """A view for loading everything (`StoreView`); by default the store itself."""
+        return contextlib.nullcontext(_PlainView(self))
+
+    def wait(self, timeout: float) -> int | None:
+        """Block until a change is announced, or `timeout` seconds pass; the highest sequence
+        number announced, or None (a store no other process writes: just the timeout)."""
+        time.sleep(timeout)
+        return None
 
     def flush(self) -> None:
         """Make every acknowledged write durable on disk."""

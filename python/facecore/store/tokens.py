@@ -4,7 +4,9 @@ its face_token (image_type=FACE_TOKEN) instead of sending the image again.
     D/{appid}/{token}             ts int64 (ns), embedding d x f32, attributes JSON
     E/{ts:016x}/{appid}/{token}   empty: the tokens in age order, for eviction
 Tokens are per appid. Each put evicts the oldest entries beyond `capacity` and those older than
-`seconds`, oldest first: the cost is proportional to what is evicted.
+`seconds`, oldest first: the cost is proportional to what is evicted. On a shared store every
+instance reads and evicts the same entries; the capacity is then kept approximately (each
+instance counts its own puts between recounts of the whole, every minute).
 """
 
 from __future__ import annotations
@@ -51,17 +53,26 @@ class DetectedTokens:
         emb = self._check(embedding)
         now = time.time_ns()
         with self.lock:
-            batch = WriteBatch()
-            old = self._store.get(f"D/{key}".encode())
-            if old is not None:
-                batch.delete(f"E/{codec.TS.unpack_from(old)[0]:016x}/{key}".encode())
-            else:
-                self.count += 1
-            value = codec.TS.pack(now) + emb.tobytes() + json.dumps(attributes).encode()
-            batch.put(f"D/{key}".encode(), value)
-            batch.put(f"E/{now:016x}/{key}".encode(), b"")
-            self._write(batch)
+            # A shared store: the token's lock there, so that two instances storing one token
+            # leave one E/ entry for it (an embedded store: the lock above is enough).
+            with self._store.locked([f"D/{key}"]):
+                batch = WriteBatch()
+                old = self._store.get(f"D/{key}".encode())
+                if old is not None:
+                    batch.delete(f"E/{codec.TS.unpack_from(old)[0]:016x}/{key}".encode())
+                else:
+                    self.count += 1
+                value = codec.TS.pack(now) + emb.tobytes() + json.dumps(attributes).encode()
+                batch.put(f"D/{key}".encode(), value)
+                batch.put(f"E/{now:016x}/{key}".encode(), b"")
+                self._write(batch)
             self._evict()
+
+    def recount(self) -> None:
+        """Count the tokens again: on a shared store the other instances add and evict too, so
+        `count` (this instance's view, which eviction goes by) drifts between recounts."""
+        with self.lock:
+            self.count = self._store.count(b"E/", b"E0")
 
     def _evict(self) -> None:
         """Drop the oldest tokens beyond capacity, and any older than `seconds` (oldest first)."""

@@ -195,7 +195,7 @@ class Verify(LibraryCore):
     def _adopt(self, appid: str, group: str) -> None:
         """Give data without a G/ record its record back and index it, rather than delete what
         may be the only copy of those faces; the caller checks the group next."""
-        with self._meta_lock:
+        with self._shared(appid, [group]), self._meta_lock:
             if (appid, group) in self._groups or self._get(f"G/{appid}/{group}") is not None:
                 return  # created meanwhile
             batch = WriteBatch()
@@ -211,7 +211,7 @@ class Verify(LibraryCore):
         screen = Findings(False)
         counts = self._check_records(appid, group, screen)
         confirmed = Findings(fix)
-        with g.lock:
+        with self._shared(appid, [group]), g.lock:
             if g.deleting:
                 return None
             if screen.problems:
