@@ -532,7 +532,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         answer = admin_call(sock, request)
     except OSError:  # no server listens (no socket, or a stale one): open the store here
         try:
-            store = KeyStore(data / STORE_DIR)
+            shared = None
+            if args.store.startswith(("postgresql://", "postgres://")):
+                from facecore.store.postgres import PostgresStore
+
+                shared = PostgresStore(args.store, "auth", pool_size=1)
+            store = KeyStore(data / STORE_DIR, store=shared)
         except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for a held lock)
             raise SystemExit(
                 f"error: cannot open the key store {data / STORE_DIR} ({e}); if a server runs "
@@ -727,6 +732,13 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("revoke", help="revoke a key; its access tokens stop working at once")
     k.add_argument("api_key")
     common(k, workers=False)
+    for k in keys.choices.values():
+        k.add_argument(
+            "--store",
+            default=os.environ.get("FACECORE_STORE", ""),
+            help="the servers' --store, when it is a postgresql:// URL and no server runs on "
+            "--data (default: $FACECORE_STORE)",
+        )
     s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser(

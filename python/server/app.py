@@ -68,12 +68,13 @@ def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
     shared = settings.store.startswith(("postgresql://", "postgres://"))
     try:
         data.mkdir(parents=True, exist_ok=True)
-        library_store = None
+        library_store = keys_store = None
         if shared:
             from facecore.store.postgres import PostgresStore  # psycopg only where it is used
 
             workers = settings.workers or facecore.hardware_threads()
             library_store = PostgresStore(settings.store, "library", pool_size=workers + 4)
+            keys_store = PostgresStore(settings.store, "auth", pool_size=4)
         library = FaceLibrary(
             data,
             token_capacity=settings.token_capacity,
@@ -82,7 +83,7 @@ def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
             threads=settings.threads,
             store=library_store,
         )
-        return library, KeyStore(data / STORE_DIR, settings.access_token_seconds)
+        return library, KeyStore(data / STORE_DIR, settings.access_token_seconds, keys_store)
     except Exception as e:  # RocksDB raises plain Exception; _store_problem names the cause
         if library is not None:
             library.close()

@@ -2,7 +2,8 @@
 then a short video of them, scored for liveness.
 
 A session lives 5 minutes and answers one video; sessions are kept in the library's key-value
-space, so they survive a restart and one process sees them all. The video comes as a multipart
+space, so they survive a restart and every instance sharing a store sees them all (a session
+taken on one instance is used up on every other). The video comes as a multipart
 file (`video`), base64 (`video_base64`) in a form or a JSON object, with its `session_id`.
 """
 
@@ -12,7 +13,6 @@ import base64
 import json
 import re
 import secrets
-import threading
 import time
 from typing import Any
 
@@ -39,7 +39,6 @@ class H5:
     def __init__(self, engine: Engine, library: FaceLibrary, max_pixels: int) -> None:
         self.engine, self.library, self.max_pixels = engine, library, max_pixels
         self.has_liveness = engine.liveness is not None
-        self._sessions = threading.Lock()
 
     def session_code(self, appid: str) -> dict[str, Any]:
         """A random code for the user to read aloud in the video, and its session (5 minutes,
@@ -59,8 +58,10 @@ class H5:
             raise missing("session_id")
         if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
             raise FaceTokenNotFound("session_id is not one this server issued")
-        with self._sessions:
-            raw = self.library.kv_get("h5session", session_id)
+        taken: dict[str, Any] = {}
+
+        def take(raw: bytes | None) -> bytes:
+            """The record marked used; FaceTokenNotFound (nothing written) if it cannot be."""
             record: dict[str, Any] | None = json.loads(raw) if raw else None
             if (
                 record is None
@@ -73,8 +74,12 @@ class H5:
                     "minutes) or was already used: ask for a new code",
                 )
             record["used"] = True
-            self.library.kv_put("h5session", session_id, json.dumps(record).encode())
-        return record
+            taken.update(record)
+            return json.dumps(record).encode()
+
+        # One step against every other taker, of this instance or another sharing the store.
+        self.library.kv_update("h5session", session_id, take)
+        return taken
 
     def verify(self, form: dict[str, Any] | None, raw: bytes, appid: str | None) -> dict[str, Any]:
         """The answer to a video request: `form` its fields, or None for a JSON body (`raw`). On

@@ -212,6 +212,20 @@ class LibraryCore:
             self._catch_up(head)
             yield
 
+    def _fresh(self) -> None:
+        """Before a read that consults memory (the group table, an index): a shared store's
+        changes committed so far applied, so that a read on any instance sees every write
+        acknowledged before it began (one round trip; with the database down, memory as it
+        is). An embedded store: nothing to do."""
+        if not self._store.shared:
+            return
+        try:
+            head = self._store.sequence()
+            if head > self._applied:
+                self._catch_up(head)
+        except StoreUnavailable:
+            return
+
     def _load(self) -> tuple[dict[tuple[str, str], GroupState], int]:
         """Every group and its index from one view of the store (a shared store: one snapshot,
         its vectors by bulk reads); and the change sequence the view is at."""

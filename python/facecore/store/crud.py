@@ -84,6 +84,7 @@ class Crud(LibraryCore):
     def group_list(self, appid: str, start: int = 0, length: int = 100) -> list[str]:
         appid = check_appid(appid)
         start, length = check_page(start, length)
+        self._fresh()
         names = sorted(
             grp for (a, grp), g in list(self._groups.items()) if a == appid and not g.deleting
         )
@@ -244,6 +245,7 @@ class Crud(LibraryCore):
 
     def face_list(self, appid: str, group_id: str, user_id: str) -> list[FaceInfo]:
         appid, group, user = check_appid(appid), check_group(group_id), check_user(user_id)
+        self._fresh()
         g = self._group(appid, group)
         faces = self._user_faces(appid, group, user)  # one iterator: one consistent view
         self._still(g, group)
@@ -253,6 +255,7 @@ class Crud(LibraryCore):
 
     def face_image(self, appid: str, group_id: str, face_token: str) -> bytes | None:
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
+        self._fresh()
         g = self._group(appid, group)
         image = self._get(f"I/{appid}/{group}/{token}")
         self._still(g, group)
@@ -263,6 +266,7 @@ class Crud(LibraryCore):
     def user_get(self, appid: str, group_id: str, user_id: str) -> list[UserInfo]:
         """The user in one group, or in every group of the appid with group_id "@ALL"."""
         appid, user = check_appid(appid), check_user(user_id)
+        self._fresh()
         if group_id == "@ALL":
             groups = sorted(
                 (grp, g)
@@ -288,6 +292,7 @@ class Crud(LibraryCore):
         """User ids of the group in sorted order, `length` of them from `start`."""
         appid, group = check_appid(appid), check_group(group_id)
         start, length = check_page(start, length)
+        self._fresh()
         g = self._group(appid, group)
         prefix = f"U/{appid}/{group}/".encode()
         out: list[str] = []
@@ -422,6 +427,7 @@ class Crud(LibraryCore):
 
     def stats(self) -> dict[str, Any]:
         """Faces in total and per "appid/group"."""
+        self._fresh()
         groups = {
             f"{a}/{grp}": g.faces for (a, grp), g in sorted(self._groups.items()) if not g.deleting
         }

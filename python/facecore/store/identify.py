@@ -111,6 +111,7 @@ class Identify(LibraryCore):
         q = np.asarray(embeddings)
         if q.dtype != np.float32 or q.ndim != 2 or q.shape[1] != self.dim:
             raise InvalidArgument(f"embeddings must be float32 of shape (m, {self.dim})")
+        self._fresh()
         states = [(grp, self._group(appid, grp)) for grp in groups]
         # Candidates come from the int8 index, exact scores from the stored fp32 embeddings. The
         # int8 score is within ~0.01 of the exact one, so this margin keeps every true match.

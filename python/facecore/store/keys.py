@@ -9,6 +9,10 @@ tokens.
 The store is its own RocksDB under `{data}/auth`, apart from the face library, so that key changes
 never invalidate the library's index snapshot. A running server holds the store's lock: while it
 runs, `facecore keys` talks to it over the admin socket `{data}/admin.sock` (facecore_server.admin).
+With a shared store (`--store postgresql://...`) the keys are in the database's facecore_auth
+table, so a key made, used or revoked through one instance is so for every instance: each reads
+a key's record from the database whenever it checks one (a revocation counts at once), and a
+token's record whenever it is presented.
 
 Key layout (all UTF-8):
     a/{api_key}                          key: JSON {appid, name, created, revoked, salt, hash, kdf}
@@ -36,11 +40,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
-
 from facecore.errors import FaceCoreError, InvalidArgument, UnknownId
 from facecore.store.ids import check_appid
-from facecore.store.rocks import iter_prefix
+from facecore.store.kv import Store, WriteBatch, scan_prefix
+from facecore.store.rocks import RocksStore
 
 ALPHABET = string.ascii_letters + string.digits
 API_KEY_CHARS = 24  # Baidu's lengths: 24 and 32 characters of [A-Za-z0-9] (143 and 190 bits)
@@ -92,20 +95,24 @@ def _digest(token: str) -> str:
 
 
 class KeyStore:
-    """Keys and tokens under `path` (created when missing). Thread-safe; one process at a time."""
+    """Keys and tokens under `path` (created when missing), or in `store` (a shared one: every
+    instance sees every key and token). Thread-safe; an embedded store: one process at a time."""
 
-    def __init__(self, path: str | Path, token_seconds: int = TOKEN_DAYS * 86400) -> None:
+    def __init__(
+        self, path: str | Path, token_seconds: int = TOKEN_DAYS * 86400, store: Store | None = None
+    ) -> None:
         if token_seconds < 1:
             raise InvalidArgument(f"token_seconds must be >= 1, got {token_seconds}")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.token_seconds = token_seconds
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        self._db = Rdict(str(self.path), opts)
-        self._wopts = WriteOptions()
-        self._wopts.sync = True  # keys and revocations are rare and must survive a power cut
+        if store is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # Keys and revocations are rare and must survive a power cut: each write fsynced.
+            store = RocksStore(self.path, sync_writes=True)
+        self._store = store
         self._lock = threading.Lock()
+        # api_key -> record: all of them (an embedded store is only ever changed here), or a
+        # shared store's records as last read (every check reads its key's record again).
         self._keys: dict[str, dict[str, object]] = {}
         for key, value in self._prefix(b"a/"):
             self._keys[key[2:].decode()] = json.loads(value)
@@ -117,12 +124,33 @@ class KeyStore:
         self._dummy_salt = secrets.token_bytes(16)
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
+
+    @property
+    def _db(self) -> Any:
+        """The embedded store's RocksDB handle (tests look at the records)."""
+        if isinstance(self._store, RocksStore):
+            return self._store.db
+        raise AttributeError(f"{self._store.describe()} has no RocksDB handle")
 
     def checkpoint(self, path: str | Path) -> None:
         """An online, consistent copy of the store in `path` (which must not exist), through
         RocksDB's checkpoint (facecore.store.backup)."""
-        Checkpoint(self._db).create_checkpoint(str(path))
+        self._store.checkpoint(path)
+
+    def _record(self, api_key: object) -> dict[str, object] | None:
+        """A key's record: a shared store's as it is now in the database, else the cached one."""
+        if not isinstance(api_key, str):
+            return None
+        if not self._store.shared:
+            return self._keys.get(api_key)
+        raw = self._store.get(f"a/{api_key}".encode())
+        if raw is None:
+            self._keys.pop(api_key, None)
+            return None
+        record: dict[str, object] = json.loads(raw)
+        self._keys[api_key] = record
+        return record
 
     # ------------------------------------------------------------------ keys
 
@@ -147,38 +175,44 @@ class KeyStore:
         }
         with self._lock:
             api_key = _random(API_KEY_CHARS)
-            while api_key in self._keys:
+            while self._record(api_key) is not None:  # 143 random bits: never, in practice
                 api_key = _random(API_KEY_CHARS)
-            self._db.put(f"a/{api_key}".encode(), json.dumps(record).encode(), self._wopts)
+            batch = WriteBatch()
+            batch.put(f"a/{api_key}".encode(), json.dumps(record).encode())
+            self._store.write(batch)
             self._keys[api_key] = record
         return self._info(api_key, record), secret
 
     def list(self, appid: str | None = None) -> list[KeyInfo]:
         """Every key (of one appid), oldest first."""
+        if self._store.shared:
+            self._keys = {k[2:].decode(): json.loads(v) for k, v in self._prefix(b"a/")}
         out = [
-            self._info(k, r) for k, r in self._keys.items() if appid is None or r["appid"] == appid
+            self._info(k, r)
+            for k, r in list(self._keys.items())
+            if appid is None or r["appid"] == appid
         ]
         return sorted(out, key=lambda i: (i.created, i.api_key))
 
     def revoke(self, api_key: str) -> int:
         """Revoke a key and delete its tokens; the number of tokens deleted. Revoking twice is
         harmless (0 the second time)."""
-        with self._lock:
-            record = self._keys.get(api_key) if isinstance(api_key, str) else None
+        with self._lock, self._store.locked([f"a/{api_key}"]):
+            record = self._record(api_key)
             if record is None:
                 raise UnknownId(f"no key {api_key!r}")
-            batch = WriteBatch(raw_mode=True)
+            batch = WriteBatch()
             removed = self._drop_tokens(api_key, batch, keep=0, now=None)
             if record["revoked"] is None:
                 record = {**record, "revoked": int(time.time())}
                 batch.put(f"a/{api_key}".encode(), json.dumps(record).encode())
-            self._db.write(batch, self._wopts)
+            self._store.write(batch)
             self._keys[api_key] = record
             self._verified.pop(api_key, None)
         return removed
 
     def key(self, api_key: str) -> KeyInfo | None:
-        record = self._keys.get(api_key)
+        record = self._record(api_key)
         return None if record is None else self._info(api_key, record)
 
     def verified(self, api_key: str, secret: str) -> KeyInfo | None:
@@ -187,8 +221,10 @@ class KeyStore:
         if known is None:
             return None
         mac = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
-        record = self._keys[api_key]
-        if not hmac.compare_digest(known, mac) or record["revoked"] is not None:
+        if not hmac.compare_digest(known, mac):
+            return None
+        record = self._record(api_key)  # a shared store: revoked by another instance, maybe
+        if record is None or record["revoked"] is not None:
             return None
         return self._info(api_key, record)
 
@@ -199,7 +235,7 @@ class KeyStore:
         known = self.verified(api_key, secret)
         if known is not None:
             return known
-        record = self._keys.get(api_key) if _API_KEY.fullmatch(api_key or "") else None
+        record = self._record(api_key) if _API_KEY.fullmatch(api_key or "") else None
         if record is None or record["revoked"] is not None:
             _scrypt(secret, self._dummy_salt, KDF)
             return None
@@ -212,7 +248,8 @@ class KeyStore:
             return None
         mac = hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
         with self._lock:
-            if self._keys[api_key]["revoked"] is None:  # not revoked while we hashed
+            now = self._record(api_key)
+            if now is not None and now["revoked"] is None:  # not revoked while we hashed
                 self._verified[api_key] = mac
         return self._info(api_key, record)
 
@@ -226,11 +263,13 @@ class KeyStore:
         # second shorter, so a 1 s token issued just before a second boundary was born expired.)
         expires = now + self.token_seconds
         digest = _digest(token)
-        with self._lock:
-            record = self._keys.get(key.api_key)
+        # The key's lock, also in a shared store: a revocation on another instance either comes
+        # first (no token) or removes this one too.
+        with self._lock, self._store.locked([f"a/{key.api_key}"]):
+            record = self._record(key.api_key)
             if record is None or record["revoked"] is not None:
                 raise UnknownId(f"key {key.api_key} was revoked")
-            batch = WriteBatch(raw_mode=True)
+            batch = WriteBatch()
             self._drop_tokens(key.api_key, batch, keep=TOKENS_PER_KEY - 1, now=int(now))
             value = {"key": key.api_key, "appid": key.appid, "expires": expires}
             batch.put(f"t/{digest}".encode(), json.dumps(value).encode())
@@ -238,7 +277,7 @@ class KeyStore:
                 f"x/{key.api_key}/{time.time_ns():016x}/{digest}".encode(),
                 struct.pack("<q", math.ceil(expires)),  # whole seconds: only for pruning
             )
-            self._db.write(batch, self._wopts)
+            self._store.write(batch)
         return Token(token, key.appid, self.token_seconds)
 
     def token(self, token: str) -> tuple[TokenState, str | None]:
@@ -246,11 +285,13 @@ class KeyStore:
         key revoked."""
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             return "invalid", None
-        raw = self._db.get(f"t/{_digest(token)}".encode())
+        raw = self._store.get(f"t/{_digest(token)}".encode())
         if raw is None:
             return "invalid", None
         value = json.loads(raw)
-        record = self._keys.get(value["key"])
+        # Revoking deletes the key's tokens, so a token found is not revoked but by a race; an
+        # embedded store checks its cached record, a shared one need not read it again.
+        record = self._keys.get(value["key"]) if not self._store.shared else {"revoked": None}
         if record is None or record["revoked"] is not None:
             return "invalid", None
         if value["expires"] <= time.time():
@@ -272,7 +313,7 @@ class KeyStore:
         return len(drop)
 
     def _prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return iter_prefix(self._db, prefix)
+        return scan_prefix(self._store, prefix)
 
     @staticmethod
     def _info(api_key: str, record: dict[str, object]) -> KeyInfo:

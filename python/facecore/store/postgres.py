@@ -43,7 +43,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from facecore.errors import Busy, StoreUnavailable
+from facecore.errors import BackupError, Busy, StoreUnavailable
 from facecore.store.kv import (
     DELETE_RANGE,
     PUT,
@@ -499,7 +499,7 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------ the rest
 
     def checkpoint(self, path: str | Path) -> None:
-        raise NotImplementedError(
+        raise BackupError(
             "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump, "
             "pg_basebackup; docs/deploy.md), not by FaceCore"
         )
