@@ -30,6 +30,7 @@ from facecore.errors import (
 from facecore.store import codec
 from facecore.store.core import LibraryCore
 from facecore.store.ids import (
+    TOKEN,
     check_appid,
     check_group,
     check_id,
@@ -37,8 +38,13 @@ from facecore.store.ids import (
     check_token,
     check_user,
     check_user_info,
+    is_id,
 )
 from facecore.store.kv import WriteBatch
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, str) and TOKEN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ class Crud(LibraryCore):
             rows: list[int] = []
             vecs: list[bytes] = []
             seen: set[str] = set()
+            # What the items' tokens and users have in the store, in two multi-gets (a shared
+            # store: two round trips, not two per item).
+            taken, stored = self._prefetch(appid, group, items) if not new_group else ({}, {})
             users: dict[str, dict[str, Any] | None] = {}  # staged user records
             for user_id, face, user_info in items:
                 try:
@@ -143,14 +152,14 @@ class Crud(LibraryCore):
                     info = check_user_info(user_info)
                     token = check_token(face.face_token)
                     emb = self._embedding(face.embedding)
-                    if token in seen or self._token_owner(appid, group, token) is not None:
+                    if token in seen or taken.get(token) is not None:
                         raise FaceExists(f"face {token} already exists in group {group!r}")
                 except FaceCoreError as e:
                     out.append(e)
                     continue
                 seen.add(token)
                 if user not in users:
-                    raw = self._get(f"U/{appid}/{group}/{user}")
+                    raw = stored.get(user)
                     users[user] = json.loads(raw) if raw is not None else None
                 meta = users[user]
                 if meta is None or info is not None:
@@ -170,6 +179,17 @@ class Crud(LibraryCore):
                     self._groups[(appid, group)] = g
                 self._add_rows(g, rows, vecs)
         return out
+
+    def _prefetch(
+        self, appid: str, group: str, items: Sequence[tuple[str, NewFace, str | None]]
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes | None]]:
+        """The T/ values of the items' well-formed tokens and the U/ values of their well-formed
+        users (None: absent), each by one multi-get."""
+        tokens = list(dict.fromkeys(f.face_token for _, f, _ in items if _is_token(f.face_token)))
+        names = list(dict.fromkeys(u for u, _, _ in items if is_id(u)))
+        t = self._store.multi_get([codec.token_key(appid, group, x).encode() for x in tokens])
+        u = self._store.multi_get([codec.user_key(appid, group, x).encode() for x in names])
+        return dict(zip(tokens, t)), dict(zip(names, u))
 
     def face_update(
         self,

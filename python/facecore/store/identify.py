@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class Identify(LibraryCore):
         best: list[dict[tuple[str, str], tuple[float, str]]] = [{} for _ in range(len(q))]
         for grp, g in states:
             self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
-        out: list[list[Match] | FaceCoreError] = []
+        ranked: list[list[Match]] = []
         # Compared as the scores answered, so no returned score is below match_threshold (an
         # identical face scores 100: similarity_to_score forgives float32 rounding at cosine 1).
         for per_user in best:
@@ -132,10 +132,14 @@ class Identify(LibraryCore):
                 (Match(grp, u, "", s, tok) for grp, u, s, tok in scored if s >= match_threshold),
                 key=lambda m: (-m.score, m.group_id, m.user_id),
             )[:max_user_num]
-            if not matches:
-                out.append(NoMatch("no user matches the face"))
-                continue
-            out.append([self._with_info(appid, m) for m in matches])
+            ranked.append(matches)
+        info = self._user_infos(appid, {(m.group_id, m.user_id) for ms in ranked for m in ms})
+        out: list[list[Match] | FaceCoreError] = [
+            [replace(m, user_info=info[(m.group_id, m.user_id)]) for m in matches]
+            if matches
+            else NoMatch("no user matches the face")
+            for matches in ranked
+        ]
         for grp, g in states:
             self._still(g, grp)
         return out
@@ -202,7 +206,11 @@ class Identify(LibraryCore):
         values = self._store.multi_get([codec.row_key(appid, group, r).encode() for r in rows])
         return {r: codec.parse_row(v, self.dim) for r, v in zip(rows, values) if v is not None}
 
-    def _with_info(self, appid: str, m: Match) -> Match:
-        raw = self._get(codec.user_key(appid, m.group_id, m.user_id))
-        info = json.loads(raw)["user_info"] if raw is not None else ""
-        return Match(m.group_id, m.user_id, info, m.score, m.face_token)
+    def _user_infos(self, appid: str, users: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(group, user) -> user_info ("" for a user gone since the search), in one multi-get."""
+        keys = sorted(users)
+        values = self._store.multi_get([codec.user_key(appid, g, u).encode() for g, u in keys])
+        return {
+            k: json.loads(raw)["user_info"] if raw is not None else ""
+            for k, raw in zip(keys, values)
+        }
