@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from facecore.errors import FaceCoreError, GroupDeleting
+from facecore.errors import FaceCoreError, GroupDeleting, StoreUnavailable
 from facecore.store.library import FaceLibrary, NewFace
 from facecore.store.postgres import PostgresStore
 
@@ -347,3 +347,24 @@ def test_detected_tokens_and_metadata_are_seen_by_every_instance(trio: list[Face
         t.join(60)
     assert sorted(answers) == ["ok"] + ["refused"] * 5  # one use, whichever instance
     assert c.kv_get("h5session", "S1") == b"used"
+
+
+def test_a_schema_changed_under_an_instance_stops_it_using_the_database(
+    trio: list[FaceLibrary], url: str
+) -> None:
+    """Another FaceCore version migrated the database: B can no longer read it safely. Writes
+    answer 222201 and nothing is written; the group list still answers from memory."""
+    a, b, _ = trio
+    rng = np.random.default_rng(9)
+    a.face_add(APP, "g", "u", nf(unit(rng)))
+    synced(b)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE facecore_meta SET value = '99' WHERE name = 'schema_version'")
+    with pytest.raises(StoreUnavailable, match="schema changed to version 99"):
+        b._catch_up()
+    with pytest.raises(StoreUnavailable):
+        b.face_add(APP, "g", "v", nf(unit(rng)))
+    assert b.group_list(APP) == ["g"]
+    with pytest.raises(StoreUnavailable, match="schema changed"):  # A, at its next write
+        a.face_add(APP, "g", "w", nf(unit(rng)))
+    assert a.group_list(APP) == ["g"]

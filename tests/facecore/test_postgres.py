@@ -118,6 +118,7 @@ def test_view_vectors_are_the_well_formed_rows(store: Store) -> None:
     for row, v in zip((7, 2, 300), vecs):
         b.put(f"R/a/g/{row:016x}".encode(), v.tobytes() + bytes(16) + b"user")
     b.put(b"R/a/g/zz", b"damaged key")
+    b.put(b"R/a/g/" + b"z" * 16, vecs[0].tobytes() + bytes(16) + b"user")  # not hex
     b.put(f"R/a/g/{9:016x}".encode(), b"short")  # damaged value
     b.put(f"R/a/h/{1:016x}".encode(), vecs[0].tobytes() + bytes(16) + b"u")  # another group
     store.write(b)
