@@ -1,5 +1,6 @@
 """A server that cannot start says why in one line on stderr and exits 2, never a traceback: its
-data directory held by another FaceCore process, not writable, or not a directory."""
+data directory held by another FaceCore process, not writable, or not a directory; a --store
+database that cannot be reached."""
 
 from __future__ import annotations
 
@@ -68,3 +69,11 @@ def test_the_server_still_starts_after_a_refused_second(tmp_path: Path) -> None:
         assert first.stop() == 0
     again = start_server(tmp_path)
     again.stop()
+
+
+def test_a_store_database_that_cannot_be_reached(tmp_path: Path) -> None:
+    nowhere = f"postgresql://facecore:secret@127.0.0.1:{free_port()}/nowhere"
+    command = server_command(tmp_path / "data", free_port(), "--store", nowhere)
+    out = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    one_line(out, "the --store database cannot be used")
+    assert "secret" not in out.stderr  # the password is never printed
