@@ -173,7 +173,7 @@ def test_instances_follow_on_their_own(trio: list[FaceLibrary]) -> None:
     assert done.is_set(), "B never applied A's face"
 
 
-# ---------------------------------------------------------------------------- races across instances
+# ---------------------------------------------------------------------------- races, instances
 
 
 def test_concurrent_writers_on_three_instances_leave_one_consistent_library(

@@ -92,6 +92,7 @@ class LibraryCore:
         self._follower: threading.Thread | None = None
         if self._store.shared:
             self._store.followed = codec.FOLLOWED
+            self._store.wait(0)  # listening before the load: any later change is announced
         self._open()
         self._tokens = DetectedTokens(
             self._store, dim, token_capacity, token_days * 86400, self._embedding, self._write

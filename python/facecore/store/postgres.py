@@ -7,7 +7,7 @@ Schema (created and migrated by FaceCore; its version recorded in facecore_meta)
     facecore_auth(key bytea PK, value bytea)     API keys and access tokens (keys.py)
     facecore_head(id = 1, seq bigint)            the change log's last sequence number
     facecore_log(seq bigint PK, origin, at, ops) the change log: each write's followed operations
-bytea compares byte by byte, as RocksDB's keys do, so prefix scans are key ranges of the primary key.
+bytea compares byte by byte, as RocksDB's keys do: prefix scans are key ranges of the primary key.
 
 Writes: every batch is one transaction. One that changes a followed key (G/ and R/: what an
 instance keeps in memory) also bumps facecore_head.seq, appends its operations to facecore_log
@@ -230,7 +230,11 @@ class PostgresStore(Store):
             raise Busy(
                 f"another instance held a lock this write needs for over {LOCK_TIMEOUT_S} s"
             ) from None
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as e:
+            raise Busy(f"the database rolled this write back ({_first_line(e)}); retry") from None
         except (psycopg.OperationalError, PoolTimeout) as e:
+            if isinstance(e, psycopg.Error) and not _lost(e):
+                raise  # the server refused the statement: a bug, not an outage
             raise self._failed(e) from None
 
     @property
@@ -395,8 +399,8 @@ class PostgresStore(Store):
     def _check_schema(self, version: str) -> None:
         """Another FaceCore migrated the database (or it was restored from another version's
         backup) under this instance, which can no longer use it safely: from now on every call
-        answers 222201, and memory answers what it can, until a restart (which migrates an
-        older schema and refuses a newer one)."""
+        raises StoreUnavailable, and memory answers what it can, until a restart (which
+        migrates an older schema and refuses a newer one)."""
         if version == str(SCHEMA_VERSION):
             return
         self._refused = (
@@ -659,6 +663,13 @@ def _rollback(conn: psycopg.Connection[Any]) -> None:
     with contextlib.suppress(psycopg.Error):
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
+
+
+def _lost(e: psycopg.Error) -> bool:
+    """Whether an error means the database cannot be reached (no SQLSTATE: the connection
+    failed; class 08: connection exception; 57P0x: the server is shutting down or starting)."""
+    code = e.sqlstate
+    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
 
 
 def _first_line(e: BaseException) -> str:
