@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from facecore_server.app import StartupError, create_app
+from facecore_server.app import create_app
 from facecore_server.settings import Settings
+from facecore_server.startup import StartupError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

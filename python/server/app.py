@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import facecore
-from facecore.errors import StoreUnavailable, UnsupportedMethod
+from facecore.errors import UnsupportedMethod
 from facecore.pipeline.engine import Engine
 from facecore.runtime.backend import OnnxRuntimeBackend
 from facecore.runtime.batching import BatchingBackend
 from facecore.runtime.gpu import describe as describe_backend
 from facecore.runtime.gpu import open_backend
-from facecore.store.keys import ADMIN_SOCKET, STORE_DIR, KeyStore
-from facecore.store.library import FaceLibrary
+from facecore.store.keys import ADMIN_SOCKET
 from facecore_server import admin, capabilities, h5, openapi
 from facecore_server.admission import Admission
 from facecore_server.auth import Auth, FailureLimiter, bearer_matches, token_endpoint
@@ -42,6 +40,7 @@ from facecore_server.routes import (
 )
 from facecore_server.service import FaceService
 from facecore_server.settings import Settings
+from facecore_server.startup import StartupError, lease, open_stores
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -53,67 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("facecore.server")
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class StartupError(Exception):
-    """The server cannot start, for a reason one line tells the operator (facecore-server prints
-    it and exits 2 instead of a traceback)."""
-
-
-def _open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
-    """The face library and the key store: under --data, or in the --store database (shared
-    with other instances); or StartupError saying why not."""
-    data = settings.data_dir
-    library = None
-    shared = settings.store.startswith(("postgresql://", "postgres://"))
-    try:
-        data.mkdir(parents=True, exist_ok=True)
-        library_store = keys_store = None
-        if shared:
-            from facecore.store.postgres import PostgresStore  # psycopg only where it is used
-
-            workers = settings.workers or facecore.hardware_threads()
-            library_store = PostgresStore(settings.store, "library", pool_size=workers + 4)
-            keys_store = PostgresStore(settings.store, "auth", pool_size=4)
-        library = FaceLibrary(
-            data,
-            token_capacity=settings.token_capacity,
-            token_days=settings.token_days,
-            sync_writes=settings.sync_writes,
-            threads=settings.threads,
-            store=library_store,
-        )
-        return library, KeyStore(data / STORE_DIR, settings.access_token_seconds, keys_store)
-    except Exception as e:  # RocksDB raises plain Exception; _store_problem names the cause
-        if library is not None:
-            library.close()
-        if shared and isinstance(e, StoreUnavailable):
-            raise StartupError(f"the --store database cannot be used: {e}") from e
-        raise StartupError(_store_problem(data, e)) from e
-
-
-def _store_problem(data: Path, e: Exception) -> str:
-    text = str(e)
-    if "lock" in text.lower() and ("LOCK" in text or "lock hold" in text):
-        return (
-            f"the data directory {data} is in use by another FaceCore process (its RocksDB lock "
-            "is held): stop that server, or give this one its own --data"
-        )
-    if isinstance(e, PermissionError) or "Permission denied" in text or "Read-only" in text:
-        return f"the data directory {data} is not writable ({text.strip()}): --data must be"
-    return f"the data directory {data} cannot be opened: {type(e).__name__}: {text.strip()}"
-
-
-def _lease(settings: Settings, manifest: dict[str, Any], devices: list[str]) -> Licensing:
-    """The licence's leases, before anything under --data is opened, or StartupError saying why
-    there are none. Imported here: a server without --license loads no licensing code."""
-    from facecore_license.document import model_families
-    from facecore_server.licensing import START_ERRORS, Licensing
-
-    try:
-        return Licensing(settings, model_families(manifest), devices)
-    except START_ERRORS as e:
-        raise StartupError(f"no licence lease from the authorisation service: {e}") from e
 
 
 class Server:
@@ -130,7 +68,7 @@ class Server:
         )
         self.licensing: Licensing | None = None
         if settings.license:
-            self.licensing = _lease(
+            self.licensing = lease(
                 settings, self.inner.manifest, list(getattr(self.inner, "devices", ["cpu"]))
             )
         try:
@@ -156,7 +94,7 @@ class Server:
             on_run=self.metrics.on_model_run,
         )
         self.engine = Engine(backend=backend, min_face=settings.min_face)
-        self.library, self.keys = _open_stores(settings)
+        self.library, self.keys = open_stores(settings)
         self.auth = Auth(
             self.keys,
             settings.auth == "required",
