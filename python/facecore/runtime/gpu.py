@@ -100,22 +100,24 @@ def engine_file(
     and capability, this runtime's version and `precision` ("auto": the device's default). A stale
     or foreign engine is never loaded. TensorRT without a cached plan loads the ONNX file itself
     (the runner builds the plan in memory at start)."""
-    torch_device = "cuda:" + device.split(":")[1] if device.startswith("cuda") else "cpu"
     wanted = None if precision == "auto" else precision
     runtime = "tensorrt" if runner == "tensorrt" else "torchscript"
-    try:
-        key = engines.engine_key(role, str(entry["sha256"]), torch_device, wanted, runtime=runtime)
+    onnx = models_dir / str(entry["file"])
+    try:  # `device` ("cpu", "cuda:N") is torch's own device string
+        key = engines.engine_key(role, str(entry["sha256"]), device, wanted, runtime=runtime)
     except EngineError as e:
+        if runner == "tensorrt":  # no Python tensorrt to key a cached plan: built from the ONNX
+            return onnx, precision
         raise ModelsMissing(f"{role}: {e}") from None
     path = engines.lookup(key, engines_dir)
     if path is not None:
         return path, key.precision
     if runner == "tensorrt":
-        return models_dir / str(entry["file"]), key.precision
+        return onnx, key.precision
     raise ModelsMissing(
         f"no engine of model {role!r} for {key.device} {key.precision} "
         f"({key.file_name()}) in {engines_dir}: build it with `tools/build_engines.py "
-        f"--device {torch_device}`, or set FACECORE_ENGINES to where the engines are"
+        f"--device {device}`, or set FACECORE_ENGINES to where the engines are"
     )
 
 
