@@ -12,6 +12,8 @@ stored faces plus noise (cosine ~0.995), and every benchmark checks the top-1 us
 - add: fresh libraries; N_MANY faces through face_add_many, N_SINGLE through face_add;
 - identify: a library of N_IDENTIFY faces built once per store; max_user_num 1; on a shared store
   every identify also reads the change log's last number (to answer every acknowledged write);
+  then the same PostgreSQL instance again with its database SIGKILLed (identify from memory:
+  owners.py, the int8 index's scores);
 - lag: two instances over one database; A adds one face at a time, and the time from A's answer
   to B's index holding the face is recorded (B applies it by itself: LISTEN/NOTIFY, 0.5 s poll);
 - load: N_LOAD faces written straight into each store (the keys the library writes, no images),
@@ -164,16 +166,25 @@ def identify_libs(
 
 
 @pytest.mark.benchmark(group="shared store: identify, 100k faces, 1 group, 1 query a call")
-@pytest.mark.parametrize("store", STORES)
-def test_store_identify(benchmark: Any, identify_libs: dict[str, Any], store: str) -> None:
-    lib = identify_libs[store]
+@pytest.mark.parametrize("store", [*STORES, "postgresql-down"])
+def test_store_identify(
+    benchmark: Any, identify_libs: dict[str, Any], cluster: Cluster, store: str
+) -> None:
+    down = store == "postgresql-down"
+    lib = identify_libs["postgresql" if down else store]
     rows, q = identify_libs["queries"]
     answers: list[str] = []
 
     def one() -> None:
         answers.append(lib.identify(APPID, ["g"], q[len(answers) % QUERIES])[0].user_id)
 
-    benchmark.pedantic(one, rounds=QUERIES, iterations=1, warmup_rounds=5)
+    if down:
+        cluster.kill()
+    try:
+        benchmark.pedantic(one, rounds=QUERIES, iterations=1, warmup_rounds=5)
+    finally:
+        if down:
+            cluster.restart()
     asked = [i % QUERIES for i in range(5, 5 + QUERIES)]  # after the warm-up rounds
     correct = float(np.mean([a == user(int(rows[i])) for a, i in zip(answers[5:], asked)]))
     benchmark.extra_info.update(kind="shared-identify", store=store, top1_correct=correct)
@@ -295,6 +306,7 @@ def test_startup_load(benchmark: Any, cluster: Cluster, tmp_path: Path, store: s
 
     benchmark.pedantic(open_it, rounds=1, iterations=1, warmup_rounds=0)
     lib = opened[0]
+    owners_bytes = sum(g.owners.nbytes() for g in lib._groups.values() if g.owners is not None)
     try:
         assert lib.stats()["faces"] == N_LOAD
         rows, q = queries_of(base, 9)
@@ -302,6 +314,7 @@ def test_startup_load(benchmark: Any, cluster: Cluster, tmp_path: Path, store: s
     finally:
         lib.close()
     benchmark.extra_info.update(
-        kind="shared-load", store=store, faces=N_LOAD, fill_s=fill_s, top1_correct=correct
-    )
+        kind="shared-load", store=store, faces=N_LOAD, fill_s=fill_s, top1_correct=correct,
+        owners_bytes_per_face=owners_bytes / N_LOAD,
+    )  # fmt: skip
     assert correct >= MIN_TOP1

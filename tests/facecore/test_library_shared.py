@@ -17,11 +17,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 from facecore.errors import FaceCoreError, GroupDeleting, StoreUnavailable
+from facecore.store import codec, owners
+from facecore.store.kv import StoreView
 from facecore.store.library import FaceLibrary, NewFace
 from facecore.store.postgres import PostgresStore
 
@@ -105,11 +108,16 @@ def synced(*libs: FaceLibrary) -> None:
 
 
 def state(lib: FaceLibrary) -> dict[str, object]:
-    """What an instance holds in memory: per group, its faces, rows and deletion mark."""
+    """What an instance holds in memory: per group, its faces, rows and deletion mark, and who
+    each row belongs to with the users' user_info (for identify while the database is down)."""
     out: dict[str, object] = {}
     for (appid, group), g in sorted(lib._groups.items()):
         rows = sorted(r for r in range(g.next_row) if r in g.index)
-        out[f"{appid}/{group}"] = (g.faces, len(g.index), rows, g.deleting)
+        assert g.owners is not None
+        owners = g.owners.owners(np.arange(g.next_row))
+        if not g.deleting:
+            assert sorted(owners) == rows  # every row the index has, and only those
+        out[f"{appid}/{group}"] = (g.faces, len(g.index), rows, g.deleting, owners, g.owners.infos)
     return out
 
 
@@ -368,3 +376,117 @@ def test_a_schema_changed_under_an_instance_stops_it_using_the_database(
     with pytest.raises(StoreUnavailable, match="schema changed"):  # A, at its next write
         a.face_add(APP, "g", "w", nf(unit(rng)))
     assert a.group_list(APP) == ["g"]
+
+
+# ---------------------------------------------------------------------------- the database down
+
+
+def found(lib: FaceLibrary, queries: np.ndarray, user: str | None = None) -> list[Any]:
+    """Each query's matches (score >= 80, up to 3 users) as (group, user, user_info, token),
+    and their scores apart."""
+    out: list[Any] = []
+    for r in lib.identify_many(APP, ["ga", "gb"], queries, user, 80, 3):
+        if isinstance(r, FaceCoreError):
+            out.append((r.code, []))
+        else:
+            out.append(
+                (
+                    [(m.group_id, m.user_id, m.user_info, m.face_token) for m in r],
+                    [m.score for m in r],
+                )
+            )
+    return out
+
+
+def test_identify_answers_from_memory_while_the_database_is_down(
+    postgres: Cluster, url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL SIGKILLed: each instance goes on identifying from memory, the same users,
+    tokens and user_info as before (each score the int8 index's, within a point of the exact
+    one), restricted to one user too, while writes and lists fail at once with
+    StoreUnavailable. A detected face's token is kept in memory meanwhile, and stored once the
+    database is back. Then both instances write and follow again."""
+    with open_library(tmp_path / "a", url) as a, open_library(tmp_path / "b", url) as b:
+        queries = base.build_store(a, 7)  # A wrote it all; B followed
+        synced(b)
+        online = [found(lib, queries) for lib in (a, b)] + [found(a, queries, "u3")]
+        assert online[0] == online[1]
+        assert sum(1 for users, _ in online[0] if users != 222207) >= 25  # mostly matches
+        postgres.kill()
+        try:
+            for lib in (a, b):
+                offline = [found(lib, queries), found(lib, queries, "u3")]
+                for now, then in zip(offline, (online[0], online[2])):
+                    assert [users for users, _ in now] == [users for users, _ in then]
+                    for (_, scores), (_, exact) in zip(now, then):
+                        assert scores == pytest.approx(exact, abs=1.0)
+                with pytest.raises(StoreUnavailable):
+                    lib.face_add(APP, "ga", "late", nf(unit(np.random.default_rng(8))))
+                with pytest.raises(StoreUnavailable):
+                    lib.user_list(APP, "ga")
+                assert lib.group_list(APP) == ["empty", "ga", "gb"]  # memory
+            detected = unit(np.random.default_rng(10))
+            a.token_put(APP, "d" * 32, detected, {"age": 30})  # kept in A's memory
+            assert a.token_get(APP, "d" * 32)[1] == {"age": 30}
+            with pytest.raises(StoreUnavailable):
+                b.token_get(APP, "d" * 32)
+        finally:
+            postgres.restart()
+        e = unit(np.random.default_rng(9))
+        for _ in range(600):  # until B's store has reconnected (its follower probes)
+            try:
+                b.face_add(APP, "ga", "after", nf(e), "back")
+                break
+            except StoreUnavailable:
+                threading.Event().wait(0.05)
+        else:
+            pytest.fail("B never wrote again after PostgreSQL came back")
+        synced(a)
+        a._tokens.flush()  # as A's follower does once the database answers
+        emb, attrs = b.token_get(APP, "d" * 32)
+        assert attrs == {"age": 30} and np.array_equal(emb, detected)
+        (top,) = a.identify(APP, ["ga"], e)
+        assert (top.user_id, top.user_info) == ("after", "back")
+        assert_replicas(a, b)
+
+
+class _Scanned(StoreView):
+    """A view's scans alone: StoreView's own owned_vectors, by a prefix scan."""
+
+    def __init__(self, view: StoreView) -> None:
+        self.view, self.sequence = view, view.sequence
+
+    def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        return self.view.scan(start, end)
+
+
+def test_the_bulk_load_of_rows_and_owners_matches_a_scan(url: str, tmp_path: Path) -> None:
+    """PostgreSQL's one binary COPY of a group's rows (embeddings and who each belongs to) gives
+    what a plain scan of the same snapshot gives, damaged records included."""
+    with open_library(tmp_path / "a", url) as a:
+        base.build_store(a, 11)
+        store = a.store
+        assert isinstance(store, PostgresStore)
+    damaged = {900: b"bad-user", 901: b"", 902: b"x" * 129, 903: b"a\xc3\xa9"}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for row, user in damaged.items():
+            value = unit(np.random.default_rng(row)).tobytes() + bytes(16) + user
+            key = codec.row_key(APP, "ga", row).encode()
+            conn.execute("INSERT INTO facecore_library VALUES (%s, %s)", (key, value))
+        conn.execute(
+            "INSERT INTO facecore_library VALUES (%s, %s)",
+            (codec.scope("R", APP, "ga") + b"00000000000003zz", bytes(4 * base.DIM + 20)),
+        )
+    store = PostgresStore(url)
+    try:
+        with store.view() as view:
+            for group in ("ga", "gb"):
+                fast = owners.load_group(view, APP, group, base.DIM)
+                slow = owners.load_group(_Scanned(view), APP, group, base.DIM)
+                assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+                every = np.arange(int(fast[0].max()) + 1)
+                assert fast[2].owners(every) == slow[2].owners(every)
+                assert fast[2].infos == slow[2].infos
+                assert len(fast[2].owners(every)) == len(fast[0]) - (4 if group == "ga" else 0)
+    finally:
+        store.close()

@@ -29,9 +29,16 @@ FACE = struct.Struct("<qq4f")  # F/ value: row, ctime, box
 ROW = struct.Struct("<q")  # T/ value head: row (then the user id)
 TS = struct.Struct("<q")  # D/ value head: when the token was stored, ns
 GROUP_KINDS = ("R", "F", "T", "I", "U")  # a group's data besides its G/ record, by kind
-# The kinds whose changes an instance's memory depends on (its groups and their indexes): what a
-# shared store's change log carries to the other instances.
-FOLLOWED = (b"G/", b"R/")
+# The kinds whose changes an instance's memory depends on (its groups, their indexes, who each row
+# belongs to, the users' user_info): what a shared store's change log carries to the others.
+FOLLOWED = (b"G/", b"R/", b"U/")
+
+
+# Parsing many hex digits at once (numpy): ASCII -> the digit's value (lowercase, as keys are;
+# 255 where not a digit), and what digit i of a row number's 16 is worth (16 ** (15 - i)).
+HEX = np.full(256, 255, np.uint8)
+HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+ROW_SHIFTS = np.arange(60, -4, -4, dtype=np.int64)
 
 
 def group_key(appid: str, group: str) -> str:

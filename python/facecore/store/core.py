@@ -34,9 +34,10 @@ from facecore.errors import (
     InvalidArgument,
     StoreUnavailable,
 )
-from facecore.store import codec, indexes
+from facecore.store import codec, indexes, owners
 from facecore.store.indexes import GroupState, Mode
 from facecore.store.kv import DELETE_RANGE, PUT, Change, Store, StoreGap, WriteBatch, scan_prefix
+from facecore.store.owners import RowOwners
 from facecore.store.rocks import RocksStore
 from facecore.store.tokens import DetectedTokens
 
@@ -87,6 +88,8 @@ class LibraryCore:
         # wrote and applied itself (the follower skips them), the follower thread.
         self._applied = 0
         self._local_seqs: set[int] = set()
+        # Groups a write is creating (under the meta lock), before it registers them.
+        self._creating_now: dict[tuple[str, str], GroupState] = {}
         self._follow_lock = threading.Lock()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -132,7 +135,10 @@ class LibraryCore:
                 self._start_delete(appid, group)
 
     def _new_group(self) -> GroupState:
-        return GroupState(self.dim, self.index_mode, self.threads)
+        g = GroupState(self.dim, self.index_mode, self.threads)
+        if self._store.shared:
+            g.owners = RowOwners()
+        return g
 
     def _rebuild(self, appid: str, group: str) -> GroupState:
         return indexes.rebuild(self._store, appid, group, self._new_group(), self.dim)
@@ -172,6 +178,8 @@ class LibraryCore:
         """Write a batch. A shared store's change number is remembered as applied here: the
         caller changes memory itself, before it releases the locks the follower needs."""
         seq = self._store.write(batch)
+        if self._store.shared:
+            self._own_owners(batch)
         if self._store.shared and seq:
             # Next in the log: this instance is at it now. Otherwise the follower meets it later
             # and skips it. Never waits for the follow lock (its holder may wait for ours).
@@ -184,6 +192,18 @@ class LibraryCore:
                     self._follow_lock.release()
             self._local_seqs.add(seq)
         return seq
+
+    def _own_owners(self, batch: WriteBatch) -> None:
+        """A shared store: this instance's own write applied to its groups' owners (the writer
+        holds their locks; the group's index changes after this, so a row the index has is
+        always found here)."""
+        for op, key, value in batch.ops:
+            if not key.startswith((b"R/", b"U/")):
+                continue
+            ids = codec.data_group(key)
+            g = None if ids is None else self._groups.get(ids) or self._creating_now.get(ids)
+            if g is not None and g.owners is not None:
+                g.owners.apply(op, key, value, self.dim)
 
     def _get(self, key: str) -> bytes | None:
         return self._store.get(key.encode())
@@ -240,7 +260,10 @@ class LibraryCore:
                 g.deleting = codec.group_meta(value).get("deleting") is True
                 if g.deleting:
                     continue
-                rows, vecs = view.vectors(codec.scope("R", *ids), self.dim)
+                if self._store.shared:
+                    rows, vecs, g.owners = owners.load_group(view, *ids, self.dim)
+                else:
+                    rows, vecs = view.vectors(codec.scope("R", *ids), self.dim)
                 if len(rows):
                     g.index.add(rows, vecs)
                     g.faces, g.next_row = len(rows), int(rows.max()) + 1
@@ -303,6 +326,10 @@ class LibraryCore:
                 g = self._groups.get(ids)
                 if g is None:
                     continue
+                if g.owners is not None:  # before the index has a new row
+                    g.owners.apply(op, key, value, self.dim)
+                if not key.startswith(b"R/"):
+                    continue  # U/: only the owners keep anything of it
                 if op == DELETE_RANGE:  # the group's rows, during its deletion
                     flush()
                     fresh = self._new_group()
@@ -335,6 +362,7 @@ class LibraryCore:
             for ids, f in fresh.items():
                 g = self._groups.setdefault(ids, f)
                 g.index, g.faces, g.next_row, g.deleting = f.index, f.faces, f.next_row, f.deleting
+                g.owners = f.owners
             self._applied = sequence
             self._local_seqs = {s for s in self._local_seqs if s > sequence}
 
@@ -350,6 +378,7 @@ class LibraryCore:
                 continue  # this instance's own write, applied already
             try:
                 self._catch_up()
+                self._tokens.flush()  # what it kept in memory while the store was down
                 if time.monotonic() > chores:
                     chores = time.monotonic() + 60
                     self._store.prune(LOG_KEEP, LOG_KEEP_SECONDS)
@@ -415,10 +444,13 @@ class LibraryCore:
                 g = self._groups.get((appid, group))
                 new = g is None
                 if g is None:
-                    g = self._new_group()
-                with g.lock:
-                    self._still(g, group)
-                    yield g, new
+                    g = self._creating_now[(appid, group)] = self._new_group()
+                try:
+                    with g.lock:
+                        self._still(g, group)
+                        yield g, new
+                finally:
+                    self._creating_now.pop((appid, group), None)
 
     # ------------------------------------------------------------------ records
 

@@ -4,6 +4,10 @@ Two steps per group: the int8 index gives candidates (4 x max_user_num faces, at
 widened while fewer distinct users than asked for are above the threshold); the exact score comes
 from the candidates' R/ records (fp32 embedding, token, user), read in one multi-get. Searches
 take no lock; a hit whose record was deleted after the scan is dropped.
+
+A shared store that is down: the candidates' tokens and users, and the users' user_info, come from
+the instance's memory (owners.py), and each score is the int8 index's (within about 0.01 of the
+exact cosine), so identify goes on answering while writes answer 222201.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from facecore.errors import (
     FaceCoreError,
     InvalidArgument,
     NoMatch,
+    StoreUnavailable,
     TooManyGroups,
 )
 from facecore.score import score_to_similarity, similarity_to_score
@@ -113,13 +118,36 @@ class Identify(LibraryCore):
             raise InvalidArgument(f"embeddings must be float32 of shape (m, {self.dim})")
         self._fresh()
         states = [(grp, self._group(appid, grp)) for grp in groups]
+        try:
+            out = self._ranked(appid, states, q, user, match_threshold, max_user_num, False)
+        except StoreUnavailable:
+            if not self._store.shared:
+                raise
+            # The database is down: the owners in memory answer instead (docs/storage.md).
+            out = self._ranked(appid, states, q, user, match_threshold, max_user_num, True)
+        for grp, g in states:
+            self._still(g, grp)
+        return out
+
+    def _ranked(
+        self,
+        appid: str,
+        states: list[tuple[str, GroupState]],
+        q: np.ndarray,
+        user: str | None,
+        match_threshold: float,
+        max_user_num: int,
+        offline: bool,
+    ) -> list[list[Match] | FaceCoreError]:
+        """identify_checked's answers. `offline`: from memory alone (a shared store's owners),
+        each score the int8 index's instead of the exact one from the stored embedding."""
         # Candidates come from the int8 index, exact scores from the stored fp32 embeddings. The
         # int8 score is within ~0.01 of the exact one, so this margin keeps every true match.
         threshold_cos = score_to_similarity(float(match_threshold))
         floor = threshold_cos - 0.02 if match_threshold > 0 else -2.0
         best: list[dict[tuple[str, str], tuple[float, str]]] = [{} for _ in range(len(q))]
         for grp, g in states:
-            self._search_group(appid, grp, g, q, user, max_user_num, floor, best)
+            self._search_group(appid, grp, g, q, user, max_user_num, floor, best, offline)
         ranked: list[list[Match]] = []
         # Compared as the scores answered, so no returned score is below match_threshold (an
         # identical face scores 100: similarity_to_score forgives float32 rounding at cosine 1).
@@ -133,16 +161,18 @@ class Identify(LibraryCore):
                 key=lambda m: (-m.score, m.group_id, m.user_id),
             )[:max_user_num]
             ranked.append(matches)
-        info = self._user_infos(appid, {(m.group_id, m.user_id) for ms in ranked for m in ms})
-        out: list[list[Match] | FaceCoreError] = [
+        found = {(m.group_id, m.user_id) for ms in ranked for m in ms}
+        if offline:
+            owners = {grp: g.owners for grp, g in states}
+            info = {(grp, u): o.info(u) if (o := owners[grp]) else "" for grp, u in found}
+        else:
+            info = self._user_infos(appid, found)
+        return [
             [replace(m, user_info=info[(m.group_id, m.user_id)]) for m in matches]
             if matches
             else NoMatch("no user matches the face")
             for matches in ranked
         ]
-        for grp, g in states:
-            self._still(g, grp)
-        return out
 
     def _search_group(
         self,
@@ -154,21 +184,34 @@ class Identify(LibraryCore):
         max_user_num: int,
         floor: float,
         best: list[dict[tuple[str, str], tuple[float, str]]],
+        offline: bool,
     ) -> None:
         n = len(g.index)
         if n == 0:
             return
+        owners = g.owners if offline else None
+        if offline and owners is None:
+            raise StoreUnavailable("the store is unreachable and this group has no owners")
         allow = None
         if user is not None:
-            allow = np.array(
-                sorted(r for _, r, _ in self._user_faces(appid, group, user)), np.int64
-            )
+            if owners is not None:
+                allow = owners.rows_of(user)
+            else:
+                allow = np.array(
+                    sorted(r for _, r, _ in self._user_faces(appid, group, user)), np.int64
+                )
             if len(allow) == 0:
                 return
         k = min(n, max(4 * max_user_num, 16))
         while True:
             hits = g.index.search(q, k=k, filter=allow)
-            records = self._rows(appid, group, hits.ids)
+            records: dict[int, tuple[np.ndarray | None, str, str]]
+            if owners is not None:
+                records = {
+                    r: (None, token, name) for r, (token, name) in owners.owners(hits.ids).items()
+                }
+            else:
+                records = self._rows(appid, group, hits.ids)
             if k >= n or allow is not None:
                 break
             # Widen while some query has fewer distinct users above the floor than asked for and
@@ -185,20 +228,23 @@ class Identify(LibraryCore):
             if not short:
                 break
             k = min(n, 4 * k)
-        for qi, ids in enumerate(hits.ids):
-            for r in ids:
+        for qi, (ids, scores) in enumerate(zip(hits.ids, hits.scores)):
+            for r, approx in zip(ids, scores):
                 rec = records.get(int(r))
                 if rec is None:
                     continue  # a miss, or removed since the scan
                 vec, token, name = rec
-                cos = float(np.dot(q[qi].astype(np.float64), vec.astype(np.float64)))
+                if vec is None:  # offline: the int8 index's score
+                    cos = float(approx)
+                else:
+                    cos = float(np.dot(q[qi].astype(np.float64), vec.astype(np.float64)))
                 key = (group, name)
                 if key not in best[qi] or cos > best[qi][key][0]:
                     best[qi][key] = (cos, token)
 
     def _rows(
         self, appid: str, group: str, ids: np.ndarray
-    ) -> dict[int, tuple[np.ndarray, str, str]]:
+    ) -> dict[int, tuple[np.ndarray | None, str, str]]:
         """row -> (fp32 embedding, token, user) for the rows in `ids`, in one multi-get."""
         rows = [int(r) for r in np.unique(ids[ids >= 0])]
         if not rows:

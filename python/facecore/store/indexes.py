@@ -22,6 +22,7 @@ from facecore.errors import FaceCoreError
 from facecore.search import VectorIndex
 from facecore.store import codec
 from facecore.store.kv import Store, scan_prefix
+from facecore.store.owners import RowOwners
 
 Mode = Literal["exact", "auto", "hnsw"]
 SNAPSHOT_FORMAT = 1
@@ -38,6 +39,8 @@ class GroupState:
         self.next_row = 0  # rows are assigned in order and never reused
         self.faces = 0
         self.deleting = False
+        # A shared store's instance: who each row belongs to (identify while the store is down).
+        self.owners: RowOwners | None = None
 
 
 def add_rows(g: GroupState, dim: int, rows: list[int], vecs: list[bytes]) -> None:

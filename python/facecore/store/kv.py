@@ -82,6 +82,43 @@ class StoreView(ABC):
         emb = np.frombuffer(b"".join(vecs), np.float32).reshape(len(rows), dim)
         return np.array(rows, np.int64), emb
 
+    def owned_vectors(
+        self, prefix: bytes, dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """vectors(), and who each row belongs to: (row numbers int64, fp32 embeddings (n, dim),
+        tokens (n, 16) uint8, user ids (n, width) uint8, each cut or padded with zero bytes to
+        the longest one's length of at most 128 bytes, and each user id's own length int64), in
+        row order. The caller checks the user ids (owners.load_group)."""
+        width = 4 * dim
+        rows: list[int] = []
+        vecs: list[bytes] = []
+        tokens: list[bytes] = []
+        users: list[bytes] = []
+        for key, value in self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1])):
+            field = key[len(prefix) :]
+            if len(field) != 16 or field.strip(b"0123456789abcdef") or len(value) < width + 16:
+                continue  # damaged: verify reports it
+            rows.append(int(field, 16))
+            vecs.append(value[:width])
+            tokens.append(value[width : width + 16])
+            users.append(value[width + 16 :])
+        longest = max([1] + [len(u) for u in users if len(u) <= 128])
+        n = len(rows)
+        order = np.argsort(np.array(rows, np.int64), kind="stable")
+        padded = b"".join(u[:longest].ljust(longest, b"\0") for u in users)
+        return (
+            np.array(rows, np.int64)[order],
+            np.frombuffer(b"".join(vecs), np.float32).reshape(n, dim)[order],
+            np.frombuffer(b"".join(tokens), np.uint8).reshape(n, 16)[order],
+            np.frombuffer(padded, np.uint8).reshape(n, longest)[order],
+            np.array([len(u) for u in users], np.int64)[order],
+        )
+
+    def user_records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The U/ records under a group's `prefix` (a store may leave out ones it can tell have
+        an empty user_info)."""
+        return self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1]))
+
 
 class _PlainView(StoreView):
     def __init__(self, store: Store) -> None:

@@ -7,11 +7,14 @@ either all of an operation or none of it. Searches take no lock: the index is sa
 search and add, and everything else a search needs is read from the store.
 
 Memory: per face only the group's int8 index (about d + 20 bytes). Who a row belongs to, its token
-and its fp32 embedding live in the store and are fetched for the few candidates of a search.
+and its fp32 embedding live in the store and are fetched for the few candidates of a search. On a
+shared store each instance also keeps who each row belongs to (`owners`, about 25 bytes a row plus
+the user id), so that identify answers while the database is down.
 
 The rooms: `ids` (id checks), `codec` (keys and record formats, docs/storage.md), `kv` (the
 storage interface) and `rocks` (RocksDB), `indexes` (in-memory groups, rebuild, snapshot), `core`
-(state, locks, shared helpers, group deletion), `crud` (groups, faces, users), `identify`
+(state, locks, shared helpers, group deletion), `owners` (a shared store's rows' tokens and users
+in memory), `crud` (groups, faces, users), `identify`
 (search), `tokens` (the detected-face token cache), `verify` (check and repair). This module
 assembles them and keeps every name callers import from it.
 """

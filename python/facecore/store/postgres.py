@@ -9,7 +9,7 @@ Schema (created and migrated by FaceCore; its version recorded in facecore_meta)
     facecore_log(seq bigint PK, origin, at, ops) the change log: each write's followed operations
 bytea compares byte by byte, as RocksDB's keys do: prefix scans are key ranges of the primary key.
 
-Writes: every batch is one transaction. One that changes a followed key (G/ and R/: what an
+Writes: every batch is one transaction. One that changes a followed key (G/, R/ and U/: what an
 instance keeps in memory) also bumps facecore_head.seq, appends its operations to facecore_log
 under that number and NOTIFYs facecore_log. The head row's lock, held from the bump to the commit,
 makes the numbers gapless and committed in order: a follower that has read n has seen every
@@ -44,6 +44,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from facecore.errors import BackupError, Busy, StoreUnavailable
+from facecore.store import codec
 from facecore.store.kv import (
     DELETE_RANGE,
     PUT,
@@ -571,26 +572,88 @@ class _View(StoreView):
                     data += chunk
             return data
 
-        data = self._run(q)
-        # PGCOPY header (11-byte signature, flags, extension length), then the records, then
-        # the -1 trailer; a record: field count (2 bytes), then each field's length and bytes.
-        head = 11 + 4 + 4 + int.from_bytes(data[15:19], "big") if data else 0
-        records = np.frombuffer(data, np.uint8)[head : len(data) - 2].reshape(-1, 26 + width)
-        digits = _HEX[records[:, 6:22]]  # 16 hex digits a row; 255 where not one
+        records = _records(self._run(q), 26 + width)
+        digits = codec.HEX[records[:, 6:22]]  # 16 hex digits a row; 255 where not one
         good = (digits != 255).all(axis=1)
         if not good.all():  # a damaged key: left out (verify reports it)
             records, digits = records[good], digits[good]
-        rows = (digits.astype(np.int64) << _SHIFTS).sum(axis=1)
+        rows = (digits.astype(np.int64) << codec.ROW_SHIFTS).sum(axis=1)
         if rows.size > 1 and not (rows[1:] > rows[:-1]).all():  # usually in order already
             order = np.argsort(rows, kind="stable")
             rows, records = rows[order], records[order]
         vecs = records[:, 26:].copy().view(np.float32)  # one copy, aligned and contiguous
         return rows, vecs
 
+    def owned_vectors(
+        self, prefix: bytes, dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """vectors() and who each row belongs to, by the same one binary COPY with two more
+        fields: the value's length, and the user id cut or padded with zero bytes to the longest
+        well-formed one's length (asked first), so that the records keep one size. The server
+        only cuts and pads: checking the ids costs it more than it costs numpy."""
+        width = 4 * dim
+        n = len(prefix)
+        where = (
+            f"FROM {self._store.table} WHERE key >= %s AND key < %s AND length(key) = {n + 16} "
+            f"AND length(value) >= {width + 16}"
+        )
+        args = (prefix, codec.end_of(prefix))
 
-_HEX = np.full(256, 255, np.uint8)  # ASCII -> its hex digit's value (lowercase, as keys are)
-_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
-_SHIFTS = np.arange(60, -4, -4, dtype=np.int64)  # digit i of 16 is worth 16 ** (15 - i)
+        def q(conn: psycopg.Connection[Any]) -> tuple[bytearray, int]:
+            row = conn.execute(
+                f"SELECT max(length(value)) {where} AND length(value) <= {width + 16 + 128}", args
+            ).fetchone()
+            longest = max(1, int(row[0]) - width - 16) if row and row[0] is not None else 1
+            zeros = "'\\x" + "00" * longest + "'::bytea"
+            sql = (
+                f"COPY (SELECT substring(key from {n + 1}), substring(value from 1 for "
+                f"{width + 16}), length(value), substring(value || {zeros} from {width + 17} "
+                f"for {longest}) {where}) TO STDOUT (FORMAT BINARY)"
+            )
+            data = bytearray()
+            with conn.cursor() as cur, cur.copy(sql, args) as copy:
+                for chunk in copy:
+                    data += chunk
+            return data, longest
+
+        data, longest = self._run(q)
+        records = _records(data, 54 + width + longest)
+        digits = codec.HEX[records[:, 6:22]]  # 16 hex digits a row; 255 where not one
+        good = (digits != 255).all(axis=1)
+        if not good.all():  # a damaged key: left out (verify reports it)
+            records, digits = records[good], digits[good]
+        rows = (digits.astype(np.int64) << codec.ROW_SHIFTS).sum(axis=1)
+        if rows.size > 1 and not (rows[1:] > rows[:-1]).all():  # usually in order already
+            order = np.argsort(rows, kind="stable")
+            rows, records = rows[order], records[order]
+        vecs = records[:, 26 : 26 + width].copy().view(np.float32)
+        lengths = records[:, 46 + width : 50 + width].copy().view(">i4").ravel() - width - 16
+        users = records[:, 54 + width :]
+        return rows, vecs, records[:, 26 + width : 42 + width], users, lengths.astype(np.int64)
+
+    def user_records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The U/ records under `prefix` whose user_info may not be empty: the server leaves out
+        those that begin as the library writes an empty one (a filter only: the caller parses
+        every record it gets)."""
+        empty = b'{"user_info": "",'
+        end = codec.end_of(prefix)
+
+        def q(conn: psycopg.Connection[Any]) -> list[Any]:
+            return conn.execute(
+                f"SELECT key, value FROM {self._store.table} WHERE key >= %s AND key < %s "
+                f"AND substring(value from 1 for {len(empty)}) <> %s",
+                (prefix, end, empty),
+            ).fetchall()
+
+        return ((bytes(k), bytes(v)) for k, v in self._run(q))
+
+
+def _records(data: bytearray, size: int) -> np.ndarray:
+    """A binary COPY's records of `size` bytes each, as rows of a uint8 array: the PGCOPY header
+    (11-byte signature, flags, extension length) and the -1 trailer cut off; a record is its
+    field count (2 bytes), then each field's length (4) and bytes."""
+    head = 11 + 4 + 4 + int.from_bytes(data[15:19], "big") if data else 0
+    return np.frombuffer(data, np.uint8)[head : len(data) - 2].reshape(-1, size)
 
 
 def _scan(

@@ -7,26 +7,35 @@ Tokens are per appid. Each put evicts the oldest entries beyond `capacity` and t
 `seconds`, oldest first: the cost is proportional to what is evicted. On a shared store every
 instance reads and evicts the same entries; the capacity is then kept approximately (each
 instance counts its own puts between recounts of the whole, every minute).
+
+A shared store that is down: a put is kept in this instance's memory instead (the newest
+PENDING_MAX of them), where `get` finds it, and written to the store once it answers again (by
+the next put, or by the library's follower), so a face_token answered during an outage names its
+face on this instance at once and on every instance afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facecore.errors import FaceTokenNotFound
+from facecore.errors import FaceTokenNotFound, StoreUnavailable
 from facecore.store import codec
 from facecore.store.ids import TOKEN, check_appid, check_token, is_id
 from facecore.store.kv import Store, WriteBatch, scan_prefix
 
 if TYPE_CHECKING:
     from facecore.store.verify import Findings
+
+PENDING_MAX = 10_000  # tokens kept in memory while a shared store is down (the newest)
 
 
 class DetectedTokens:
@@ -45,28 +54,54 @@ class DetectedTokens:
         self._check, self._write = check, write
         self.lock = threading.Lock()
         self.count = self._store.count(b"E/", b"E0")
+        self._pending: OrderedDict[str, bytes] = OrderedDict()  # "appid/token" -> D/ value
 
     def put(
         self, appid: str, face_token: str, embedding: np.ndarray, attributes: dict[str, Any]
     ) -> None:
         key = f"{check_appid(appid)}/{check_token(face_token)}"
         emb = self._check(embedding)
-        now = time.time_ns()
+        value = codec.TS.pack(time.time_ns()) + emb.tobytes() + json.dumps(attributes).encode()
         with self.lock:
-            # A shared store: the token's lock there, so that two instances storing one token
-            # leave one E/ entry for it (an embedded store: the lock above is enough).
-            with self._store.locked([f"D/{key}"]):
-                batch = WriteBatch()
-                old = self._store.get(f"D/{key}".encode())
-                if old is not None:
-                    batch.delete(f"E/{codec.TS.unpack_from(old)[0]:016x}/{key}".encode())
-                else:
-                    self.count += 1
-                value = codec.TS.pack(now) + emb.tobytes() + json.dumps(attributes).encode()
-                batch.put(f"D/{key}".encode(), value)
-                batch.put(f"E/{now:016x}/{key}".encode(), b"")
-                self._write(batch)
-            self._evict()
+            try:
+                self._flush()
+                self._put(key, value)
+                self._evict()
+            except StoreUnavailable:
+                if not self._store.shared:
+                    raise
+                self._pending[key] = value
+                self._pending.move_to_end(key)
+                while len(self._pending) > PENDING_MAX:
+                    self._pending.popitem(last=False)
+
+    def flush(self) -> None:
+        """Write the tokens kept in memory while the store was down (if it answers now)."""
+        if not self._pending:
+            return
+        with self.lock, contextlib.suppress(StoreUnavailable):
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
+            key, value = next(iter(self._pending.items()))
+            self._put(key, value)
+            del self._pending[key]
+
+    def _put(self, key: str, value: bytes) -> None:
+        now = codec.TS.unpack_from(value)[0]
+        # A shared store: the token's lock there, so that two instances storing one token
+        # leave one E/ entry for it (an embedded store: self.lock is enough).
+        with self._store.locked([f"D/{key}"]):
+            batch = WriteBatch()
+            old = self._store.get(f"D/{key}".encode())
+            if old is not None:
+                batch.delete(f"E/{codec.TS.unpack_from(old)[0]:016x}/{key}".encode())
+            else:
+                self.count += 1
+            batch.put(f"D/{key}".encode(), value)
+            batch.put(f"E/{now:016x}/{key}".encode(), b"")
+            self._write(batch)
 
     def recount(self) -> None:
         """Count the tokens again: on a shared store the other instances add and evict too, so
@@ -92,7 +127,9 @@ class DetectedTokens:
 
     def get(self, appid: str, face_token: str) -> tuple[np.ndarray, dict[str, Any]]:
         appid, token = check_appid(appid), check_token(face_token)
-        value = self._store.get(f"D/{appid}/{token}".encode())
+        value = self._pending.get(f"{appid}/{token}")
+        if value is None:
+            value = self._store.get(f"D/{appid}/{token}".encode())
         horizon = time.time_ns() - self.seconds * 1_000_000_000
         if value is None or codec.TS.unpack_from(value)[0] < horizon:
             raise FaceTokenNotFound(f"face_token {token} does not exist or has expired")
