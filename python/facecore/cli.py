@@ -3,7 +3,9 @@ API keys, backup, restore and verify (docs/operations.md), and licences (`faceco
 docs/license.md).
 
 Detection runs in worker processes (spawned, one single-threaded Engine each); the main process is
-the only writer to the FaceLibrary, because RocksDB is opened by one process at a time. docs/import.md
+the only writer to the FaceLibrary, because RocksDB is opened by one process at a time (with
+`--store postgresql://...` it is one more instance of the shared library, beside the running
+servers, which follow its writes). docs/import.md
 describes the input layouts, the id rule, the report and how an interrupted import resumes.
 """
 
@@ -345,8 +347,35 @@ class _Importer:
         self.pending = []
 
 
+def _shared_url(args: argparse.Namespace) -> str | None:
+    """The --store URL when it names PostgreSQL; None for the embedded store of --data."""
+    store: str = getattr(args, "store", "")
+    if not store:
+        return None
+    if not store.startswith(("postgresql://", "postgres://")):
+        raise SystemExit(f"error: --store must be a postgresql:// URL, got {store!r}")
+    return store
+
+
+def open_library(args: argparse.Namespace) -> Any:
+    """The library the command works on: the shared PostgreSQL store of --store (this process is
+    then one more instance beside the running servers), else the embedded store in --data (no
+    other process may hold it)."""
+    from facecore.store.library import FaceLibrary
+
+    url = _shared_url(args)
+    if url is None:
+        return FaceLibrary(Path(args.data), sync_writes=getattr(args, "sync", False))
+    from facecore.store.postgres import PostgresStore, redact
+
+    try:
+        return FaceLibrary(Path(args.data), store=PostgresStore(url))
+    except FaceCoreError as e:
+        raise SystemExit(f"error: cannot open the library at {redact(url)} ({e})") from None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    from facecore.store.library import FaceLibrary, check_appid, check_group
+    from facecore.store.library import check_appid, check_group
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -370,7 +399,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     interrupted = False
     detected = 0  # images the workers answered in this run
     with contextlib.ExitStack() as stack:
-        lib = FaceLibrary(data, sync_writes=args.sync)
+        lib = open_library(args)
         stack.callback(lib.close)
         rf = stack.enter_context(open(report_path, "w", newline="", encoding="utf-8"))
         ack = (
@@ -449,10 +478,8 @@ def _chunks(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     """New embeddings for every stored face from its stored crop; failures are reported only."""
-    from facecore.store.library import FaceLibrary
-
     data = Path(args.data)
-    lib = FaceLibrary(data, sync_writes=args.sync)
+    lib = open_library(args)
     started = time.monotonic()
     faces = list(lib.iter_faces(args.appid))
     counts = {"faces": len(faces), "reindexed": 0, "failed": 0}
@@ -507,9 +534,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from facecore.store.library import FaceLibrary
-
-    with FaceLibrary(Path(args.data)) as lib:
+    with open_library(args) as lib:
         print(json.dumps(lib.stats(), indent=2))
     return 0
 
@@ -613,14 +638,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_here(data: Path, repair: bool) -> dict[str, Any]:
-    """Open the library of a data directory no process holds and verify it."""
-    from facecore.store.library import STORE_DIR, FaceLibrary
+def _verify_here(args: argparse.Namespace, repair: bool) -> dict[str, Any]:
+    """Open the library of --store, or of a data directory no process holds, and verify it."""
+    from facecore.store.library import STORE_DIR
 
-    if not (data / STORE_DIR).is_dir():
+    data = Path(args.data)
+    if _shared_url(args) is None and not (data / STORE_DIR).is_dir():
         raise SystemExit(f"error: {data} holds no face library ({STORE_DIR}/ is missing)")
     try:
-        lib = FaceLibrary(data)
+        lib = open_library(args)
     except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for a held lock)
         raise SystemExit(f"error: cannot open the library in {data} ({e})") from None
     try:
@@ -633,9 +659,14 @@ def _verify_here(data: Path, repair: bool) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check (and with --repair fix) the library; exit 1 while problems remain."""
-    data = Path(args.data)
-    answer = _through_server(data, {"op": "verify", "repair": args.repair})
-    report = _answered(answer) if answer is not None else _verify_here(data, args.repair)
+    # A shared store is verified here, as one more instance (the servers' admin sockets are for
+    # the embedded store, which only they can open).
+    answer = (
+        None
+        if _shared_url(args)
+        else _through_server(Path(args.data), {"op": "verify", "repair": args.repair})
+    )
+    report = _answered(answer) if answer is not None else _verify_here(args, args.repair)
     _show_report(report, args.json)
     return 0 if report["ok"] else 1
 
@@ -649,7 +680,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         manifest = restore(Path(args.src), data, force=args.force)
     except BackupError as e:
         raise SystemExit(f"error: {e}") from None
-    report = _verify_here(data, repair=False)
+    report = _verify_here(args, repair=False)
     report["matches_manifest"] = counts_match(manifest, report["counts"])
     report["backup"] = {k: manifest[k] for k in ("created", "facecore_version", "library")}
     _show_report(report, args.json)
@@ -686,6 +717,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="fsync every write (survives power loss, not only a crash)",
             )
 
+    def shared(s: argparse.ArgumentParser) -> None:
+        s.add_argument(
+            "--store",
+            default=os.environ.get("FACECORE_STORE", ""),
+            help="the servers' --store, when it is a postgresql:// URL: work on that shared "
+            "library (beside running servers) instead of --data's (default: $FACECORE_STORE)",
+        )
+
     s = sub.add_parser("import", help="add one folder per user, or a CSV list, to a group")
     s.add_argument("dir", help="input directory: one sub-folder per user, or the CSV's base")
     s.add_argument("--appid", required=True)
@@ -709,15 +748,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect again images an earlier run could not import",
     )
     common(s)
+    shared(s)
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("reindex", help="recompute every embedding from the stored face images")
     s.add_argument("--appid", default=None, help="only this appid (default: all)")
     common(s)
+    shared(s)
     s.set_defaults(func=cmd_reindex)
 
     s = sub.add_parser("stats", help="print the library's face counts as JSON")
     common(s, workers=False)
+    shared(s)
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("keys", help="API keys for the server's --auth (create, list, revoke)")
@@ -733,12 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("api_key")
     common(k, workers=False)
     for k in keys.choices.values():
-        k.add_argument(
-            "--store",
-            default=os.environ.get("FACECORE_STORE", ""),
-            help="the servers' --store, when it is a postgresql:// URL and no server runs on "
-            "--data (default: $FACECORE_STORE)",
-        )
+        shared(k)
     s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser(
@@ -764,6 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repair", action="store_true", help="fix what can be fixed, then check again")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     common(s, workers=False)
+    shared(s)
     s.set_defaults(func=cmd_verify)
 
     from facecore_license.cli import fill
