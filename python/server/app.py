@@ -200,6 +200,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "models_dir": str(server.inner.models_dir),
                 "backend": describe_backend(server.inner),
                 "faces": server.library.stats()["faces"],
+                "store": server.library.store_state(),
                 **({"license": server.licensing.state()} if server.licensing else {}),
             }
         )

@@ -18,7 +18,13 @@ def test_health(server: Client) -> None:
     assert body["version"] == facecore.__version__
     assert body["simd_level"] == facecore.simd_level()
     assert body["threads"] == 1
-    assert body["backend"] == {"backend": "onnxruntime", "runner": "onnxruntime", "devices": ["cpu"]}
+    assert body["backend"] == {
+        "backend": "onnxruntime",
+        "runner": "onnxruntime",
+        "devices": ["cpu"],
+    }
+    assert body["store"]["shared"] is False and body["store"]["reachable"] is True
+    assert body["store"]["store"].startswith("RocksDB at ")
     assert server.data.is_dir()  # --data was honoured
 
 

@@ -158,6 +158,9 @@ def test_postgres_killed_mid_write_loses_no_acknowledged_face(
             answer = a.post("face/add", {**late, "group_id": GROUP})
             assert answer["error_code"] == 222201 and "unreachable" in answer["error_detail"]
             assert a.ok("group/list", {})["group_id_list"] == [GROUP]  # from memory
+            store = a.health()["store"]  # /health says the database is away, and why
+            assert store["shared"] is True and store["reachable"] is False
+            assert store["detail"] and store["store"].startswith("PostgreSQL at postgresql://")
             # identify too, on both (the int8 index's scores: within a point or two of 100)
             for client in (a, b):
                 identified(client, dict(importer.acked), photos, 97)
@@ -167,6 +170,7 @@ def test_postgres_killed_mid_write_loses_no_acknowledged_face(
             postgres.restart()
         acked_before = len(importer.acked)
         importer.wait_for("a write after the restart", lambda: len(importer.acked) > acked_before)
+        assert a.health()["store"]["reachable"] is True  # it wrote again
     finally:
         importer.stop.set()
         importer.join(120)

@@ -167,6 +167,16 @@ class LibraryCore:
     def store(self) -> Store:
         return self._store
 
+    def store_state(self) -> dict[str, Any]:
+        """For /health: which store, whether it answers now, and why not."""
+        down = self._store.down
+        return {
+            "store": self._store.describe(),
+            "shared": self._store.shared,
+            "reachable": down is None,
+            **({"detail": down} if down else {}),
+        }
+
     @property
     def _db(self) -> Any:
         """The embedded store's RocksDB handle (tools and tests that damage it on purpose)."""

@@ -132,6 +132,12 @@ class Store(ABC):
     """An ordered byte-key store. Thread-safe."""
 
     shared = False  # whether other processes write it too (then: locked, changes)
+
+    @property
+    def down(self) -> str | None:
+        """Why the store cannot be used now, or None (an embedded store: always usable)."""
+        return None
+
     followed: tuple[bytes, ...] = ()  # key prefixes whose writes the change log carries
 
     @abstractmethod
