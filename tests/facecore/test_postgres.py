@@ -110,7 +110,7 @@ def test_the_sequence_grows_with_followed_writes(store: Store) -> None:
     assert store.sequence() > before
 
 
-def test_view_vectors_are_the_well_formed_rows(store: Store) -> None:
+def test_view_rows_are_the_well_formed_ones_with_their_owners(store: Store) -> None:
     dim = 4
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((3, dim)).astype(np.float32)
@@ -121,11 +121,15 @@ def test_view_vectors_are_the_well_formed_rows(store: Store) -> None:
     b.put(b"R/a/g/" + b"z" * 16, vecs[0].tobytes() + bytes(16) + b"user")  # not hex
     b.put(f"R/a/g/{9:016x}".encode(), b"short")  # damaged value
     b.put(f"R/a/h/{1:016x}".encode(), vecs[0].tobytes() + bytes(16) + b"u")  # another group
+    b.put(f"R/a/g/{400:016x}".encode(), vecs[2].tobytes() + bytes(range(16)) + b"x" * 200)
     store.write(b)
     with store.view() as view:
-        rows, got = view.vectors(b"R/a/g/", dim)
-    assert rows.tolist() == [2, 7, 300]
-    assert np.array_equal(got, vecs[[1, 0, 2]])
+        rows, got, tokens, users, lengths = view.owned_vectors(b"R/a/g/", dim)
+    assert rows.tolist() == [2, 7, 300, 400]
+    assert np.array_equal(got, vecs[[1, 0, 2, 2]])
+    assert tokens[3].tolist() == list(range(16)) and not tokens[:3].any()
+    assert lengths.tolist() == [4, 4, 4, 200]  # an id too long to be one: its length tells
+    assert users.shape == (4, 4) and users[:3].tobytes() == b"user" * 3
 
 
 # ---------------------------------------------------------------------------- the change log

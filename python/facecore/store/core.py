@@ -270,10 +270,7 @@ class LibraryCore:
                 g.deleting = codec.group_meta(value).get("deleting") is True
                 if g.deleting:
                     continue
-                if self._store.shared:
-                    rows, vecs, g.owners = owners.load_group(view, *ids, self.dim)
-                else:
-                    rows, vecs = view.vectors(codec.scope("R", *ids), self.dim)
+                rows, vecs, g.owners = owners.load_group(view, *ids, self.dim)
                 if len(rows):
                     g.index.add(rows, vecs)
                     g.faces, g.next_row = len(rows), int(rows.max()) + 1

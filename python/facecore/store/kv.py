@@ -67,25 +67,11 @@ class StoreView(ABC):
     @abstractmethod
     def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def vectors(self, prefix: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """The well-formed R/ rows under a group's `prefix`: (row numbers int64, fp32
-        embeddings (n, dim)), in row order."""
-        width = 4 * dim
-        rows: list[int] = []
-        vecs: list[bytes] = []
-        for key, value in self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1])):
-            field = key[len(prefix) :]
-            if len(field) != 16 or field.strip(b"0123456789abcdef") or len(value) < width + 16:
-                continue  # damaged: verify reports it
-            rows.append(int(field, 16))
-            vecs.append(value[:width])
-        emb = np.frombuffer(b"".join(vecs), np.float32).reshape(len(rows), dim)
-        return np.array(rows, np.int64), emb
-
     def owned_vectors(
         self, prefix: bytes, dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """vectors(), and who each row belongs to: (row numbers int64, fp32 embeddings (n, dim),
+        """The well-formed R/ rows under a group's `prefix` (a damaged one is left out: verify
+        reports it), and who each belongs to: (row numbers int64, fp32 embeddings (n, dim),
         tokens (n, 16) uint8, user ids (n, width) uint8, each cut or padded with zero bytes to
         the longest one's length of at most 128 bytes, and each user id's own length int64), in
         row order. The caller checks the user ids (owners.load_group)."""

@@ -551,46 +551,14 @@ class _View(StoreView):
     def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         return _scan(self._run, self._store.table, start, end)
 
-    def vectors(self, prefix: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows under an R/ prefix: (row numbers int64, fp32 embeddings (n, dim)), in row
-        order, by one binary COPY of fixed-size records (the key's 16 hex digits, the
-        embedding's bytes) that numpy parses without a loop per row. The server only filters
-        and cuts (no sort, no conversion: that costs it more than it costs numpy)."""
-        width = 4 * dim
-        n = len(prefix)
-        sql = (
-            f"COPY (SELECT substring(key from {n + 1}), substring(value from 1 for {width}) "
-            f"FROM {self._store.table} WHERE key >= %s AND key < %s AND length(key) = {n + 16} "
-            f"AND length(value) >= {width + 16}) TO STDOUT (FORMAT BINARY)"
-        )
-        end = prefix[:-1] + bytes([prefix[-1] + 1])
-
-        def q(conn: psycopg.Connection[Any]) -> bytearray:
-            data = bytearray()
-            with conn.cursor() as cur, cur.copy(sql, (prefix, end)) as copy:
-                for chunk in copy:
-                    data += chunk
-            return data
-
-        records = _records(self._run(q), 26 + width)
-        digits = codec.HEX[records[:, 6:22]]  # 16 hex digits a row; 255 where not one
-        good = (digits != 255).all(axis=1)
-        if not good.all():  # a damaged key: left out (verify reports it)
-            records, digits = records[good], digits[good]
-        rows = (digits.astype(np.int64) << codec.ROW_SHIFTS).sum(axis=1)
-        if rows.size > 1 and not (rows[1:] > rows[:-1]).all():  # usually in order already
-            order = np.argsort(rows, kind="stable")
-            rows, records = rows[order], records[order]
-        vecs = records[:, 26:].copy().view(np.float32)  # one copy, aligned and contiguous
-        return rows, vecs
-
     def owned_vectors(
         self, prefix: bytes, dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """vectors() and who each row belongs to, by the same one binary COPY with two more
-        fields: the value's length, and the user id cut or padded with zero bytes to the longest
-        well-formed one's length (asked first), so that the records keep one size. The server
-        only cuts and pads: checking the ids costs it more than it costs numpy."""
+        """StoreView.owned_vectors by one binary COPY of fixed-size records that numpy parses
+        without a loop per row: the key's 16 hex digits, the embedding and token, the value's
+        length, and the user id cut or padded with zero bytes to the longest well-formed one's
+        length (asked first). The server only filters, cuts and pads: sorting, converting or
+        checking ids costs it more than it costs numpy."""
         width = 4 * dim
         n = len(prefix)
         where = (
