@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facecore-installed
 BUILD_DEPS := "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja
-SOURCES := $(shell find cpp python license -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.pyi' -o -name 'CMakeLists.txt' \)) CMakeLists.txt pyproject.toml
+SOURCES := $(shell find cpp python license -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.pyi' -o -name 'CMakeLists.txt' -o -path 'python/server/static/*' \)) CMakeLists.txt pyproject.toml
 
 export FACECORE_PORT ?= 8300
 export FACECORE_DATA ?= ./data

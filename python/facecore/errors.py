@@ -91,6 +91,14 @@ class BadBody(MissingParam):
         return self.message
 
 
+class BadKeyName(MissingParam):
+    """A key's name (the console's key management) that is not a string of at most 128
+    printable characters: the table has no code for it, so 222001 (unnamed)."""
+
+    def error_msg(self) -> str:
+        return self.message
+
+
 class FormatError(FaceCoreError, ValueError):
     """A parameter is present but malformed; each subclass is one parameter's code."""
 
@@ -354,6 +362,12 @@ class NotLicensed(NoPermission):
     permission to access data", is its answer to an application not granted an API, which this
     is. A subclass of NoPermission (which sends 6 for another appid's credential) so that one
     name catches one condition."""
+
+
+class KeyNotFound(NoPermission):
+    """Key management over HTTP (the console) named an API key that is not of the caller's appid,
+    or no key at all: the same answer for both, so a caller learns nothing of other appids'
+    keys."""
 
 
 class TokenInvalid(FaceCoreError):

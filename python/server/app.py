@@ -23,7 +23,7 @@ from facecore.runtime.batching import BatchingBackend
 from facecore.runtime.gpu import describe as describe_backend
 from facecore.runtime.gpu import open_backend
 from facecore.store.keys import ADMIN_SOCKET
-from facecore_server import admin, capabilities, h5, openapi
+from facecore_server import admin, capabilities, console, h5, openapi
 from facecore_server.admission import Admission
 from facecore_server.auth import Auth, FailureLimiter, bearer_matches, token_endpoint
 from facecore_server.bodies import Bodies, FramingGuard, parse_body
@@ -242,6 +242,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *console.routes(server),  # the web console, /console/ (docs/console.md)
     ]
     endpoints = {op.path: server.endpoint(op) for op in OPS}
     for prefix in PREFIXES:

@@ -6,6 +6,7 @@ One registry per app, so several apps in one process (tests) do not collide.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -74,10 +75,12 @@ class Metrics:
         self.busy = Counter("facecore_rejected_busy", f"requests answered {Busy.code}", registry=r)
         self.up = Gauge("facecore_up", "1 while the server runs", registry=r)
         self.up.set(1)
+        self.admission: Callable[[], tuple[int, int]] | None = None
 
     def watch(
         self, admission: Callable[[], tuple[int, int]], groups: Callable[[], dict[str, int]]
     ) -> None:
+        self.admission = admission
         self.registry.register(_Live(admission, groups))
 
     def observe(self, route: str, error_code: int | str, seconds: float) -> None:
@@ -90,3 +93,35 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON, for the console's charts: requests by route and code, each
+        route's cumulative latency buckets (upper bounds in seconds, the last +Inf as null),
+        the queue, requests running and refusals when busy. No appid or group label in it."""
+        requests: dict[str, dict[str, int]] = {}
+        for family in self.requests.collect():
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    route, code = s.labels["route"], s.labels["error_code"]
+                    requests.setdefault(route, {})[code] = int(s.value)
+        latency: dict[str, list[int]] = {}
+        for family in self.latency.collect():
+            for s in family.samples:
+                if s.name.endswith("_bucket"):
+                    latency.setdefault(s.labels["route"], []).append(int(s.value))
+        waiting, running = self.admission() if self.admission is not None else (0, 0)
+        return {
+            "time": time.time(),
+            "requests": requests,
+            "latency_buckets": [*_LATENCY, None],
+            "latency": latency,
+            "queue_depth": waiting,
+            "running": running,
+            "busy_code": Busy.code,
+            "busy": sum(
+                int(s.value)
+                for family in self.busy.collect()
+                for s in family.samples
+                if s.name.endswith("_total")
+            ),
+        }
