@@ -523,6 +523,22 @@ def page(browser: Any, live: Client) -> Iterator[Page]:
 APPID = "console_ui"
 
 
+def drop(page: Any, target: str, files: list[Path]) -> None:
+    """Drop `files` on `target`: a drop event carrying them in its DataTransfer."""
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const transfer = new DataTransfer();
+            for (const [name, b64] of files) {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            }
+            return transfer;
+        }""",
+        [[f.name, b64(f)] for f in files],
+    )
+    page.dispatch_event(target, "drop", {"dataTransfer": transfer})
+
+
 @pytest.fixture(scope="module")
 def enrolled(browser: Any, live: Client) -> dict[str, list[str]]:
     """Three people enrolled through the library page, two photos each, into group staff of
@@ -532,9 +548,13 @@ def enrolled(browser: Any, live: Client) -> dict[str, list[str]]:
     page.fill("#new-group", "staff")
     page.click("#group-form button")
     page.wait_for_selector("#add-form")
-    for person in PEOPLE:
+    for n, person in enumerate(PEOPLE):
         page.fill("#add-user-id", person)
-        page.set_input_files("#add-photos", [str(f) for f in photos(person)[:2]])
+        if n == 0:  # dropped on the zone, as a file manager drops them
+            drop(page, "#add-form label.drop", photos(person)[:2])
+        else:  # picked with the zone's file dialog
+            page.set_input_files("#add-photos", [str(f) for f in photos(person)[:2]])
+        page.wait_for_selector("#add-form .chosen img.thumb")
         page.click("#add-submit")
         page.wait_for_selector(f'article[data-user="{person}"] img.thumb', timeout=120_000)
     shown = {}
@@ -564,6 +584,55 @@ def test_library_lists_the_people_enrolled_through_the_page(
     sizes = thumbs.evaluate_all("els => els.map(e => [e.naturalWidth, e.naturalHeight])")
     assert all(w > 40 and h > 40 for w, h in sizes), sizes  # each loaded, a real crop
     shots.take(p, "library")
+
+
+def test_library_copies_deletes_and_confirms(
+    page: Page, live: Client, enrolled: dict[str, list[str]]
+) -> None:
+    """Copy a user to another group, delete one of its faces there, find it, and delete that
+    group: each through its v3 route, each destructive step after a confirmation (and not
+    without: Cancel keeps the group)."""
+    person = "Tony_Blair"
+    p = page.open("#group=staff", APPID)
+    p.wait_for_selector(f'article[data-user="{person}"]')
+    p.fill("#new-group", "visitors")
+    p.click("#group-form button")
+    p.wait_for_selector("#users-range:has-text('no users here')")
+    p.click('button.group-item[data-group="staff"]')
+    card = p.locator(f'article[data-user="{person}"]')
+    card.locator("select.copy-target").select_option("visitors")
+    card.locator("button", has_text="Copy").click()
+    p.wait_for_selector('button.group-item[data-group="visitors"]:has-text("2 faces")')
+    copied = live.ok("face/list", {"group_id": "visitors", "user_id": person}, APPID)
+    assert sorted(f["face_token"] for f in copied["face_list"]) == sorted(enrolled[person])
+
+    p.click('button.group-item[data-group="visitors"]')
+    card = p.locator(f'article[data-user="{person}"]')
+    card.locator("figure.face").first.locator("button").click()
+    p.click("dialog.confirm button[value=ok]")
+    p.wait_for_selector('button.group-item[data-group="visitors"]:has-text("1 face")')
+    assert card.locator("img.thumb").count() == 1
+    left = live.ok("face/list", {"group_id": "visitors", "user_id": person}, APPID)
+    assert len(left["face_list"]) == 1
+    assert (
+        len(live.ok("face/list", {"group_id": "staff", "user_id": person}, APPID)["face_list"]) == 2
+    )
+
+    p.fill("#find-user-id", "Colin_Powell")  # not in visitors
+    p.click("#find-form button")
+    p.wait_for_selector("#users .msg.error:has-text('user is not exist')")
+    p.fill("#find-user-id", person)
+    p.click("#find-form button")
+    p.wait_for_selector(f'#users article[data-user="{person}"]')
+
+    p.click("#delete-group")
+    p.click("dialog.confirm button[value=cancel]")
+    assert "visitors" in live.ok("group/list", {}, APPID)["group_id_list"]
+    p.click("#delete-group")
+    assert "visitors" in p.inner_text("dialog.confirm p")
+    p.click("dialog.confirm button[value=ok]")
+    p.wait_for_selector('button.group-item[data-group="visitors"]', state="detached")
+    assert live.ok("group/list", {}, APPID)["group_id_list"] == ["staff"]
 
 
 def test_search_finds_each_person_first(
@@ -662,7 +731,7 @@ def test_keys_are_created_shown_once_and_revoked(page: Page, live: Client, shots
         seen = p.evaluate(f"() => {samples}")
         p.wait_for_function(f"() => {samples} > {seen}", timeout=30_000)
     assert p.locator("#chart-latency polyline, #chart-latency circle").count() >= 1
-    p.locator("main h1").evaluate("e => e.scrollIntoView()")
+    p.evaluate("() => window.scrollTo(0, 0)")
     shots.take(p, "ops")
     p.locator("#keys").evaluate("e => e.scrollIntoView()")
     shots.take(p, "ops-keys")
