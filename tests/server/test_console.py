@@ -779,3 +779,25 @@ def test_auth_required_refuses_a_wrong_secret_and_signs_in_to_its_appid(
     p.wait_for_selector("#sign-in-form")
     assert p.evaluate("sessionStorage.length") == 0
     page.close()
+
+
+def test_a_revoked_token_signs_the_tab_out(
+    browser: Any, required: Client, tenants: dict[str, dict[str, Any]]
+) -> None:
+    """The operations page polls the metrics; once its key is revoked elsewhere, the next answer
+    (110) signs the tab out, and the sign-in form then stays put (the polling has stopped)."""
+    key = create_key(required.data, "ten_a", "revoked while signed in")
+    page = Page(browser, required)
+    p = page.open("ops.html")
+    p.fill("#api-key", key["api_key"])
+    p.fill("#secret-key", key["secret_key"])
+    p.click("#sign-in-form button[type=submit]")
+    p.wait_for_selector("#chart-latency")
+    as_a = {"access_token": tenants["ten_a"]["token"]}
+    assert code(keys_call(required, "keys/revoke", {"api_key": key["api_key"]}, as_a)) == 0
+    p.wait_for_selector("#sign-in-form", timeout=10_000)
+    p.fill("#api-key", "typed after the sign-out")
+    p.wait_for_timeout(4500)  # two polls' time: a poll still running would draw the form again
+    assert p.input_value("#api-key") == "typed after the sign-out"
+    assert p.evaluate("sessionStorage.length") == 0
+    page.close()

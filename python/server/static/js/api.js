@@ -56,7 +56,7 @@ async function envelope(response) {
     throw new ApiError(response.status, `HTTP ${response.status}`, "the answer is not JSON");
   }
   if (body.error_code === 0) return body.result;
-  if (body.error_code === 110 || body.error_code === 111) {
+  if ((body.error_code === 110 || body.error_code === 111) && session.token) {
     session.signOut(); // the token is gone: the page asks for the key again
     window.dispatchEvent(new CustomEvent(SIGNED_OUT, { detail: body.error_msg }));
   }

@@ -213,6 +213,10 @@ function metrics(panel) {
   const samples = [];
   let previous = null;
   const tick = async () => {
+    if (!panel.isConnected) {
+      clearInterval(timer); // the page was drawn again (signed out, say): this chart is gone
+      return;
+    }
     if (document.hidden) return;
     let snap;
     try {
