@@ -715,6 +715,11 @@ def test_match_scores_against_the_thresholds(page: Page, live: Client, shots: Sh
 def test_keys_are_created_shown_once_and_revoked(page: Page, live: Client, shots: Shots) -> None:
     p = page.open("ops.html")
     p.wait_for_selector("#key-form")
+    assert p.inner_text("#health-status") == "ok"
+    assert "RocksDB at " in p.inner_text("#health")  # /health's store
+    assert "liveness, quality" in p.inner_text("#capabilities")  # the models' face_field
+    roles = p.locator("#models td:first-child").all_inner_texts()
+    assert "recognizer" in roles and "liveness_v2" in roles
     p.fill("#key-appid", "console_ops")
     p.fill("#key-name", "gate 3")
     p.click("#key-form button")

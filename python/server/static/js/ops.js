@@ -42,6 +42,7 @@ async function healthPanel() {
       ["search threads", String(hl.threads)],
       ["SIMD", `${hl.simd_level} (of ${hl.simd_levels_available.join(", ")})`],
       ["backend", `${backend.backend} (${(backend.devices || []).join(", ")})`],
+      ["store", hl.store ? `${hl.store.store}${hl.store.reachable ? "" : `: not answering (${hl.store.detail || "down"})`}` : undefined],
       ["licence", hl.license ? hl.license.state || JSON.stringify(hl.license) : undefined],
     ]),
   );
