@@ -225,6 +225,20 @@ def test_a_block_without_a_write_changes_nothing(pg: PostgresStore) -> None:
         assert head == pg.sequence() == 0
 
 
+def test_connections_give_up_on_a_silent_network(pg: PostgresStore) -> None:
+    """Every connection the store makes (its pool's, its listener) asks the kernel to drop it
+    when the database stops acknowledging (a network that drops packets resets nothing): a call
+    fails in about 30 s, not TCP's default of about 15 minutes. The settings are libpq's own, as
+    the server connection reports them."""
+    with pg._pool.connection() as conn:
+        options = dict(part.split("=", 1) for part in conn.info.dsn.split())
+    assert options["keepalives"] == "1" and int(options["tcp_user_timeout"]) == 30_000
+    idle, every, count = (
+        int(options[k]) for k in ("keepalives_idle", "keepalives_interval", "keepalives_count")
+    )
+    assert idle + every * count <= 30  # an idle connection is given up as soon
+
+
 def test_schema_is_created_once_and_a_newer_one_is_refused(url: str) -> None:
     first = PostgresStore(url)
     second = PostgresStore(url)  # migrates nothing: the same epoch

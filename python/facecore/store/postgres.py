@@ -173,6 +173,14 @@ class PostgresStore(Store):
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(1, round(connect_timeout)),
+            # A database that vanishes from the network (no reset, packets dropped) fails a
+            # connection's call within about 30 s instead of TCP's ~15 minutes: unacknowledged
+            # data gives up after tcp_user_timeout, an idle connection after its keepalives.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
             "application_name": f"facecore-{space}",
         }
         try:
