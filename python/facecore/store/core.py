@@ -188,9 +188,10 @@ class LibraryCore:
         """Write a batch. A shared store's change number is remembered as applied here: the
         caller changes memory itself, before it releases the locks the follower needs."""
         seq = self._store.write(batch)
-        if self._store.shared:
-            self._own_owners(batch)
-        if self._store.shared and seq:
+        if not self._store.shared:
+            return seq
+        self._own_owners(batch)
+        if seq:
             # Next in the log: this instance is at it now. Otherwise the follower meets it later
             # and skips it. Never waits for the follow lock (its holder may wait for ours).
             if self._follow_lock.acquire(blocking=False):

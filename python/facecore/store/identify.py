@@ -189,9 +189,7 @@ class Identify(LibraryCore):
         n = len(g.index)
         if n == 0:
             return
-        owners = g.owners if offline else None
-        if offline and owners is None:
-            raise StoreUnavailable("the store is unreachable and this group has no owners")
+        owners = g.owners if offline else None  # a shared store's groups all have owners
         allow = None
         if user is not None:
             if owners is not None:

@@ -90,14 +90,14 @@ class StoreView(ABC):
             users.append(value[width + 16 :])
         longest = max([1] + [len(u) for u in users if len(u) <= 128])
         n = len(rows)
-        order = np.argsort(np.array(rows, np.int64), kind="stable")
         padded = b"".join(u[:longest].ljust(longest, b"\0") for u in users)
+        # The scan is in key order, which is row order: 16 lowercase hex digits sort as numbers.
         return (
-            np.array(rows, np.int64)[order],
-            np.frombuffer(b"".join(vecs), np.float32).reshape(n, dim)[order],
-            np.frombuffer(b"".join(tokens), np.uint8).reshape(n, 16)[order],
-            np.frombuffer(padded, np.uint8).reshape(n, longest)[order],
-            np.array([len(u) for u in users], np.int64)[order],
+            np.array(rows, np.int64),
+            np.frombuffer(b"".join(vecs), np.float32).reshape(n, dim),
+            np.frombuffer(b"".join(tokens), np.uint8).reshape(n, 16),
+            np.frombuffer(padded, np.uint8).reshape(n, longest),
+            np.array([len(u) for u in users], np.int64),
         )
 
     def user_records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
