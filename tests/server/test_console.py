@@ -523,6 +523,13 @@ def page(browser: Any, live: Client) -> Iterator[Page]:
 APPID = "console_ui"
 
 
+def show_group(page: Any, group: str) -> None:
+    """Click `group` in the list and wait for its pane: the page keeps the group it shows until
+    the clicked one's users have come, then swaps both panes in at once."""
+    page.click(f'button.group-item[data-group="{group}"]')
+    page.wait_for_selector(f'button.group-item[data-group="{group}"][aria-current="true"]')
+
+
 def drop(page: Any, target: str, files: list[Path]) -> None:
     """Drop `files` on `target`: a drop event carrying them in its DataTransfer."""
     transfer = page.evaluate_handle(
@@ -598,7 +605,7 @@ def test_library_copies_deletes_and_confirms(
     p.fill("#new-group", "visitors")
     p.click("#group-form button")
     p.wait_for_selector("#users-range:has-text('no users here')")
-    p.click('button.group-item[data-group="staff"]')
+    show_group(p, "staff")
     card = p.locator(f'article[data-user="{person}"]')
     card.locator("select.copy-target").select_option("visitors")
     card.locator("button", has_text="Copy").click()
@@ -606,11 +613,12 @@ def test_library_copies_deletes_and_confirms(
     copied = live.ok("face/list", {"group_id": "visitors", "user_id": person}, APPID)
     assert sorted(f["face_token"] for f in copied["face_list"]) == sorted(enrolled[person])
 
-    p.click('button.group-item[data-group="visitors"]')
+    show_group(p, "visitors")
     card = p.locator(f'article[data-user="{person}"]')
     card.locator("figure.face").first.locator("button").click()
     p.click("dialog.confirm button[value=ok]")
     p.wait_for_selector('button.group-item[data-group="visitors"]:has-text("1 face")')
+    # the count and the cards come in one swap: they agree whenever either is seen
     assert card.locator("img.thumb").count() == 1
     left = live.ok("face/list", {"group_id": "visitors", "user_id": person}, APPID)
     assert len(left["face_list"]) == 1
@@ -633,6 +641,51 @@ def test_library_copies_deletes_and_confirms(
     p.click("dialog.confirm button[value=ok]")
     p.wait_for_selector('button.group-item[data-group="visitors"]', state="detached")
     assert live.ok("group/list", {}, APPID)["group_id_list"] == ["staff"]
+
+
+def test_a_group_loading_leaves_the_shown_group_acted_on(
+    page: Page, live: Client, enrolled: dict[str, list[str]]
+) -> None:
+    """While the users of a clicked group are on their way (held here), the page keeps showing
+    the group it was on, and a face deleted from that page is deleted from that group, not from
+    the one loading."""
+    person = "Colin_Powell"
+    live.ok("group/add", {"group_id": "guests"}, APPID)
+    live.ok(
+        "user/copy", {"user_id": person, "src_group_id": "staff", "dst_group_id": "guests"}, APPID
+    )
+    try:
+        p = page.open("#group=guests", APPID)
+        card = p.locator(f'article[data-user="{person}"]')
+        card.wait_for()
+        held: list[Any] = []  # the users requests, until released
+        releasing = False
+
+        def hold(route: Any) -> None:
+            if releasing:
+                route.continue_()
+            else:
+                held.append(route)
+
+        p.route("**/console/api/users?*", hold)
+        with p.expect_request(lambda r: "/console/api/users?" in r.url and "staff" in r.url):
+            p.click('button.group-item[data-group="staff"]')
+        assert p.inner_text("#group h1") == "guests"  # still: staff's users have not come
+        card.locator("figure.face").first.locator("button").click()
+        with p.expect_response(lambda r: "face/delete" in r.url):
+            p.click("dialog.confirm button[value=ok]")
+        releasing = True
+        for route in held:
+            route.continue_()
+        p.wait_for_selector('button.group-item[data-group="staff"][aria-current="true"]')
+        assert p.inner_text("#group h1") == "staff"
+        assert card.locator("img.thumb").count() == 2
+        listed = live.ok("face/list", {"group_id": "guests", "user_id": person}, APPID)
+        assert len(listed["face_list"]) == 1
+        staff = live.ok("face/list", {"group_id": "staff", "user_id": person}, APPID)
+        assert sorted(f["face_token"] for f in staff["face_list"]) == sorted(enrolled[person])
+    finally:
+        live.ok("group/delete", {"group_id": "guests"}, APPID)
 
 
 def test_search_finds_each_person_first(

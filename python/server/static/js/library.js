@@ -11,7 +11,7 @@ import { confirmAction, start } from "./shell.js";
 const USERS_PAGE = 50; // users a page: one request to /console/api/users, thumbnails lazily
 const GROUPS_PAGE = 100;
 
-const state = { group: null, groups: [], groupNum: 0, groupStart: 0, start: 0 };
+const state = { group: null, groups: [], groupNum: 0, groupStart: 0, start: 0, drawing: 0 };
 
 function select(group) {
   state.group = group;
@@ -24,14 +24,22 @@ async function render(main) {
   const side = h("aside", { class: "panel groups", id: "groups" });
   const body = h("section", { class: "group", id: "group" });
   main.append(h("div", { class: "library" }, side, body));
+  // A redraw fetches everything first and swaps both panes in at once, so the page never shows
+  // an empty group pane, nor a group count that disagrees with the cards below it. When redraws
+  // overlap (two clicks), only the latest one swaps in.
   const redraw = async () => {
-    await drawGroups(side, redraw);
-    await drawGroup(body, redraw);
+    const mine = ++state.drawing;
+    const groups = await groupsPane(redraw);
+    const group = await groupPane(body, redraw);
+    if (mine !== state.drawing) return;
+    clear(side).append(...groups);
+    clear(body).append(...group);
   };
   await redraw();
 }
 
-async function drawGroups(side, redraw) {
+// The groups pane, its data fetched; the caller swaps it in.
+async function groupsPane(redraw) {
   const page = await get("groups", { start: state.groupStart, length: GROUPS_PAGE });
   state.groups = page.group_list;
   state.groupNum = page.group_num;
@@ -58,7 +66,7 @@ async function drawGroups(side, redraw) {
       h("button", { class: "secondary", disabled: last >= state.groupNum, onclick: () => { state.groupStart += GROUPS_PAGE; redraw(); } }, "›"),
     );
   }
-  clear(side).append(
+  return [
     h("h2", {}, "Groups ", h("span", { class: "muted small" }, String(state.groupNum))),
     state.groups.length
       ? h(
@@ -86,21 +94,21 @@ async function drawGroups(side, redraw) {
     pager,
     form,
     status,
-  );
+  ];
 }
 
-async function drawGroup(body, redraw) {
-  clear(body);
-  const group = state.groups.find((g) => g.group_id === state.group);
-  if (!state.group) {
-    body.append(msg("muted", "Make a group to enrol users in it."));
-    return;
-  }
+// The group pane with its first page of users fetched; the caller swaps it into body.
+// Every control in it acts on the group it was drawn for (shown), not on state.group, which a
+// click on another group changes before that group's pane is swapped in.
+async function groupPane(body, redraw) {
+  const shown = state.group;
+  if (!shown) return [msg("muted", "Make a group to enrol users in it.")];
+  const group = state.groups.find((g) => g.group_id === shown);
   const faces = group ? `${group.face_num} ${group.face_num === 1 ? "face" : "faces"}` : "";
   const remove = async () => {
-    if (!(await confirmAction(`Delete group ${state.group} and its ${faces || "faces"}? This cannot be undone.`, "Delete group"))) return;
+    if (!(await confirmAction(`Delete group ${shown} and its ${faces || "faces"}? This cannot be undone.`, "Delete group"))) return;
     try {
-      await v3("group/delete", { group_id: state.group });
+      await v3("group/delete", { group_id: shown });
       select(null);
       await redraw();
     } catch (e) {
@@ -108,24 +116,21 @@ async function drawGroup(body, redraw) {
     }
   };
   const grid = h("div", { class: "users", id: "users" });
-  const reload = async () => {
-    await drawUsers(grid, redraw);
-  };
-  body.append(
+  await drawUsers(grid, shown, redraw);
+  return [
     h(
       "header",
       { class: "group-head" },
-      h("h1", {}, state.group),
+      h("h1", {}, shown),
       h("span", { class: "muted", id: "group-faces" }, faces),
       h("button", { class: "danger", id: "delete-group", onclick: remove }, "Delete group"),
     ),
-    h("div", { class: "tools" }, addUserForm(redraw), findUserForm(grid, redraw)),
+    h("div", { class: "tools" }, addUserForm(shown, redraw), findUserForm(shown, grid, redraw)),
     grid,
-  );
-  await reload();
+  ];
 }
 
-function addUserForm(redraw) {
+function addUserForm(group, redraw) {
   const user = h("input", { id: "add-user-id", name: "user_id", required: true, pattern: "[A-Za-z0-9_]{1,128}", placeholder: "user id" });
   const info = h("input", { id: "add-user-info", name: "user_info", maxlength: 256, placeholder: "user info (optional)" });
   const chosen = h("div", { class: "chosen" });
@@ -162,7 +167,7 @@ function addUserForm(redraw) {
       const line = msg("muted", `${file.name}: adding…`);
       status.append(line);
       try {
-        const body = { image: await base64(file), image_type: "BASE64", group_id: state.group, user_id: user.value.trim() };
+        const body = { image: await base64(file), image_type: "BASE64", group_id: group, user_id: user.value.trim() };
         if (info.value) body.user_info = info.value;
         const result = await v3("face/add", body);
         line.replaceWith(msg("ok", `${file.name}: added, face ${result.face_token.slice(0, 8)}…`));
@@ -182,7 +187,7 @@ function addUserForm(redraw) {
   return form;
 }
 
-function findUserForm(grid, redraw) {
+function findUserForm(group, grid, redraw) {
   const user = h("input", { id: "find-user-id", name: "user_id", required: true, pattern: "[A-Za-z0-9_]{1,128}", placeholder: "user id" });
   const form = h(
     "form",
@@ -194,28 +199,28 @@ function findUserForm(grid, redraw) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const id = user.value.trim();
-    clear(grid);
+    const back = h("button", { class: "secondary", onclick: () => drawUsers(grid, group, redraw) }, "Back to the list");
     try {
       const [{ user_list: found }, { face_list: faces }] = await Promise.all([
-        v3("user/get", { group_id: state.group, user_id: id }),
-        v3("face/list", { group_id: state.group, user_id: id }),
+        v3("user/get", { group_id: group, user_id: id }),
+        v3("face/list", { group_id: group, user_id: id }),
       ]);
-      grid.append(
-        h("div", { class: "pager" }, h("button", { class: "secondary", onclick: () => drawUsers(grid, redraw) }, "Back to the list")),
-        h("div", { class: "cards" }, userCard({ user_id: id, user_info: found[0].user_info, face_list: faces }, grid, redraw)),
+      clear(grid).append(
+        h("div", { class: "pager" }, back),
+        h("div", { class: "cards" }, userCard({ user_id: id, user_info: found[0].user_info, face_list: faces }, group, redraw)),
       );
     } catch (e) {
-      grid.append(msg("error", e.message), h("button", { class: "secondary", onclick: () => drawUsers(grid, redraw) }, "Back to the list"));
+      clear(grid).append(msg("error", e.message), back);
     }
   });
   return form;
 }
 
-async function drawUsers(grid, redraw) {
-  const { user_list: users } = await get("users", { group_id: state.group, start: state.start, length: USERS_PAGE });
+async function drawUsers(grid, group, redraw) {
+  const { user_list: users } = await get("users", { group_id: group, start: state.start, length: USERS_PAGE });
   const move = (by) => async () => {
     state.start = Math.max(0, state.start + by);
-    await drawUsers(grid, redraw);
+    await drawUsers(grid, group, redraw);
   };
   const pager = h(
     "div",
@@ -224,17 +229,17 @@ async function drawUsers(grid, redraw) {
     h("span", { class: "muted", id: "users-range" }, users.length ? `users ${state.start + 1}–${state.start + users.length}` : "no users here"),
     h("button", { class: "secondary", id: "users-next", disabled: users.length < USERS_PAGE, onclick: move(USERS_PAGE) }, "Next ›"),
   );
-  clear(grid).append(pager, h("div", { class: "cards" }, users.map((u) => userCard(u, grid, redraw))));
+  clear(grid).append(pager, h("div", { class: "cards" }, users.map((u) => userCard(u, group, redraw))));
 }
 
-function userCard(u, grid, redraw) {
+function userCard(u, group, redraw) {
   const status = h("div", { class: "card-status" });
   const fail = (e) => clear(status).append(msg("error", e.message));
-  const others = state.groups.filter((g) => g.group_id !== state.group);
+  const others = state.groups.filter((g) => g.group_id !== group);
   const target = h("select", { class: "copy-target", "aria-label": `copy ${u.user_id} to group` }, others.map((g) => h("option", { value: g.group_id }, g.group_id)));
   const copy = async () => {
     try {
-      await v3("user/copy", { user_id: u.user_id, src_group_id: state.group, dst_group_id: target.value });
+      await v3("user/copy", { user_id: u.user_id, src_group_id: group, dst_group_id: target.value });
       clear(status).append(msg("ok", `copied to ${target.value}`));
       await redraw();
     } catch (e) {
@@ -242,9 +247,9 @@ function userCard(u, grid, redraw) {
     }
   };
   const removeUser = async () => {
-    if (!(await confirmAction(`Delete user ${u.user_id} and their ${u.face_list.length} faces from ${state.group}?`, "Delete user"))) return;
+    if (!(await confirmAction(`Delete user ${u.user_id} and their ${u.face_list.length} faces from ${group}?`, "Delete user"))) return;
     try {
-      await v3("user/delete", { group_id: state.group, user_id: u.user_id });
+      await v3("user/delete", { group_id: group, user_id: u.user_id });
       await redraw();
     } catch (e) {
       fail(e);
@@ -253,7 +258,7 @@ function userCard(u, grid, redraw) {
   const removeFace = (token) => async () => {
     if (!(await confirmAction(`Delete this face of ${u.user_id}?${u.face_list.length === 1 ? " It is the user's last: the user goes with it." : ""}`))) return;
     try {
-      await v3("face/delete", { group_id: state.group, user_id: u.user_id, face_token: token });
+      await v3("face/delete", { group_id: group, user_id: u.user_id, face_token: token });
       await redraw();
     } catch (e) {
       fail(e);
@@ -267,7 +272,7 @@ function userCard(u, grid, redraw) {
       "div",
       { class: "faces" },
       u.face_list.map((f) => {
-        const img = h("img", { class: "thumb", loading: "lazy", src: imageUrl(state.group, f.face_token), alt: `a face of ${u.user_id}`, title: `${f.face_token}\nadded ${f.ctime}`, dataset: { token: f.face_token } });
+        const img = h("img", { class: "thumb", loading: "lazy", src: imageUrl(group, f.face_token), alt: `a face of ${u.user_id}`, title: `${f.face_token}\nadded ${f.ctime}`, dataset: { token: f.face_token } });
         img.addEventListener("error", () => img.classList.add("missing"));
         return h("figure", { class: "face" }, img, h("button", { class: "icon", title: "Delete this face", "aria-label": "Delete this face", onclick: removeFace(f.face_token) }, "✕"));
       }),
