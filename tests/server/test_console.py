@@ -688,6 +688,56 @@ def test_a_group_loading_leaves_the_shown_group_acted_on(
         live.ok("group/delete", {"group_id": "guests"}, APPID)
 
 
+def test_library_pages_groups_and_users_and_deletes_a_user(page: Page, live: Client) -> None:
+    """101 groups and 51 users, one more of each than a page holds: the pagers reach the last of
+    each and stop there. A user is deleted with its faces after a confirmation (Cancel keeps it),
+    and the page it was alone on gives way to the one before."""
+    appid = "console_pages"
+    groups = [f"g{n:03d}" for n in range(101)]
+    for group in groups:
+        live.ok("group/add", {"group_id": group}, appid)
+    users = [f"u{n:03d}" for n in range(51)]
+    faces = sorted(LFW.glob("*/*.jpg"))[: len(users)]  # a face is in a group once: 51 photos
+    for user, photo in zip(users, faces, strict=True):
+        body = {"image": b64(photo), "image_type": "BASE64", "group_id": "g000"}
+        live.ok("face/add", body | {"user_id": user}, appid)
+
+    p = page.open("#group=g000", appid)
+    p.wait_for_selector('article[data-user="u049"]')
+    assert p.locator("button.group-item").all_inner_texts()[0].split() == ["g000", "51", "faces"]
+    assert p.locator("button.group-item").count() == 100
+    assert p.inner_text("#groups .pager span") == "1–100 of 101"
+    p.click("#groups .pager button:has-text('›')")
+    p.wait_for_selector('button.group-item[data-group="g100"]')
+    assert p.locator("button.group-item").count() == 1
+    assert p.locator("#groups .pager button:has-text('›')").is_disabled()
+    p.click("#groups .pager button:has-text('‹')")
+    p.wait_for_selector('button.group-item[data-group="g000"]')
+
+    assert p.locator("article.user").count() == 50
+    assert p.inner_text("#users-range") == "users 1–50"
+    assert p.locator("#users-prev").is_disabled()
+    p.click("#users-next")
+    p.wait_for_selector("#users-range:text-is('users 51–51')")
+    assert p.locator("article.user .user-id").all_inner_texts() == ["u050"]
+    assert p.locator("#users-next").is_disabled()
+
+    last = p.locator('article[data-user="u050"]')
+    last.locator("button", has_text="Delete user").click()
+    assert "u050 and their 1 face from g000" in p.inner_text("dialog.confirm p")
+    p.click("dialog.confirm button[value=cancel]")
+    assert live.ok("face/list", {"group_id": "g000", "user_id": "u050"}, appid)["face_list"]
+    last.locator("button", has_text="Delete user").click()
+    p.click("dialog.confirm button[value=ok]")
+    p.wait_for_selector("#users-range:text-is('users 1–50')")
+    assert p.locator("#users-next").is_disabled()  # exactly a page: nothing after it
+    assert p.inner_text("#group-faces") == "50 faces"
+    gone = live.post("user/get", {"group_id": "g000", "user_id": "u050"}, appid)
+    assert gone["error_code"] == 223103
+    listed = live.ok("group/getusers", {"group_id": "g000", "length": 100}, appid)
+    assert listed["user_id_list"] == users[:50]
+
+
 def test_search_finds_each_person_first(
     page: Page, live: Client, enrolled: dict[str, list[str]], shots: Shots
 ) -> None:

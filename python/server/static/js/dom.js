@@ -48,6 +48,11 @@ export function num(value, digits = 2) {
   return text.includes(".") ? text.replace(/\.?0+$/, "") : text;
 }
 
+/** "1 face", "2 faces". */
+export function faces(n) {
+  return `${n} ${n === 1 ? "face" : "faces"}`;
+}
+
 /** A message line: <p class="msg {kind}">text</p> (kind: ok | error | muted). */
 export function msg(kind, ...text) {
   return h("p", { class: `msg ${kind}`, role: kind === "error" ? "alert" : "status" }, ...text);

@@ -4,7 +4,7 @@
 // route, called as any client calls it; the console's own endpoints only read.
 
 import { get, imageUrl, v3 } from "./api.js";
-import { clear, h, msg } from "./dom.js";
+import { clear, faces, h, msg } from "./dom.js";
 import { base64, dropZone, preview } from "./images.js";
 import { confirmAction, start } from "./shell.js";
 
@@ -85,7 +85,7 @@ async function groupsPane(redraw) {
                   onclick: () => { select(g.group_id); redraw(); },
                 },
                 h("span", {}, g.group_id),
-                h("span", { class: "count" }, `${g.face_num} ${g.face_num === 1 ? "face" : "faces"}`),
+                h("span", { class: "count" }, faces(g.face_num)),
               ),
             ),
           ),
@@ -104,9 +104,9 @@ async function groupPane(body, redraw) {
   const shown = state.group;
   if (!shown) return [msg("muted", "Make a group to enrol users in it.")];
   const group = state.groups.find((g) => g.group_id === shown);
-  const faces = group ? `${group.face_num} ${group.face_num === 1 ? "face" : "faces"}` : "";
+  const count = group ? faces(group.face_num) : "";
   const remove = async () => {
-    if (!(await confirmAction(`Delete group ${shown} and its ${faces || "faces"}? This cannot be undone.`, "Delete group"))) return;
+    if (!(await confirmAction(`Delete group ${shown} and its ${count || "faces"}? This cannot be undone.`, "Delete group"))) return;
     try {
       await v3("group/delete", { group_id: shown });
       select(null);
@@ -122,7 +122,7 @@ async function groupPane(body, redraw) {
       "header",
       { class: "group-head" },
       h("h1", {}, shown),
-      h("span", { class: "muted", id: "group-faces" }, faces),
+      h("span", { class: "muted", id: "group-faces" }, count),
       h("button", { class: "danger", id: "delete-group", onclick: remove }, "Delete group"),
     ),
     h("div", { class: "tools" }, addUserForm(shown, redraw), findUserForm(shown, grid, redraw)),
@@ -201,13 +201,13 @@ function findUserForm(group, grid, redraw) {
     const id = user.value.trim();
     const back = h("button", { class: "secondary", onclick: () => drawUsers(grid, group, redraw) }, "Back to the list");
     try {
-      const [{ user_list: found }, { face_list: faces }] = await Promise.all([
+      const [{ user_list: found }, { face_list: listed }] = await Promise.all([
         v3("user/get", { group_id: group, user_id: id }),
         v3("face/list", { group_id: group, user_id: id }),
       ]);
       clear(grid).append(
         h("div", { class: "pager" }, back),
-        h("div", { class: "cards" }, userCard({ user_id: id, user_info: found[0].user_info, face_list: faces }, group, redraw)),
+        h("div", { class: "cards" }, userCard({ user_id: id, user_info: found[0].user_info, face_list: listed }, group, redraw)),
       );
     } catch (e) {
       clear(grid).append(msg("error", e.message), back);
@@ -216,8 +216,15 @@ function findUserForm(group, grid, redraw) {
   return form;
 }
 
+// A page of the group's users into grid. It asks for one user more than it shows, to know
+// whether a next page exists; a page left empty (its last users deleted) gives the one before.
 async function drawUsers(grid, group, redraw) {
-  const { user_list: users } = await get("users", { group_id: group, start: state.start, length: USERS_PAGE });
+  const { user_list: fetched } = await get("users", { group_id: group, start: state.start, length: USERS_PAGE + 1 });
+  if (!fetched.length && state.start > 0) {
+    state.start = Math.max(0, state.start - USERS_PAGE);
+    return drawUsers(grid, group, redraw);
+  }
+  const users = fetched.slice(0, USERS_PAGE);
   const move = (by) => async () => {
     state.start = Math.max(0, state.start + by);
     await drawUsers(grid, group, redraw);
@@ -227,7 +234,7 @@ async function drawUsers(grid, group, redraw) {
     { class: "pager" },
     h("button", { class: "secondary", id: "users-prev", disabled: state.start === 0, onclick: move(-USERS_PAGE) }, "‹ Previous"),
     h("span", { class: "muted", id: "users-range" }, users.length ? `users ${state.start + 1}–${state.start + users.length}` : "no users here"),
-    h("button", { class: "secondary", id: "users-next", disabled: users.length < USERS_PAGE, onclick: move(USERS_PAGE) }, "Next ›"),
+    h("button", { class: "secondary", id: "users-next", disabled: fetched.length <= USERS_PAGE, onclick: move(USERS_PAGE) }, "Next ›"),
   );
   clear(grid).append(pager, h("div", { class: "cards" }, users.map((u) => userCard(u, group, redraw))));
 }
@@ -247,7 +254,7 @@ function userCard(u, group, redraw) {
     }
   };
   const removeUser = async () => {
-    if (!(await confirmAction(`Delete user ${u.user_id} and their ${u.face_list.length} faces from ${group}?`, "Delete user"))) return;
+    if (!(await confirmAction(`Delete user ${u.user_id} and their ${faces(u.face_list.length)} from ${group}?`, "Delete user"))) return;
     try {
       await v3("user/delete", { group_id: group, user_id: u.user_id });
       await redraw();

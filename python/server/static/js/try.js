@@ -3,7 +3,7 @@
 // candidates with their enrolled faces). Each is one v3 call, as a client makes it.
 
 import { get, imageUrl, v3 } from "./api.js";
-import { $, clear, h, msg, num, s } from "./dom.js";
+import { $, clear, faces, h, msg, num, s } from "./dom.js";
 import { overlay } from "./draw.js";
 import { base64, dropZone, preview } from "./images.js";
 import { start } from "./shell.js";
@@ -67,7 +67,7 @@ async function detect(panel, ctx) {
         img.decode(),
       ]);
       clear(result).append(
-        h("div", { class: "split" }, overlay(img, answer.face_list), h("div", { class: "faces-found" }, h("h2", {}, `${answer.face_num} ${answer.face_num === 1 ? "face" : "faces"}`), answer.face_list.map((f, i) => faceFacts(f, i, ctx)))),
+        h("div", { class: "split" }, overlay(img, answer.face_list), h("div", { class: "faces-found" }, h("h2", {}, faces(answer.face_num)), answer.face_list.map((f, i) => faceFacts(f, i, ctx)))),
       );
     } catch (e) {
       clear(result).append(msg("error", e.message));
