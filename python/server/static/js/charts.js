@@ -15,9 +15,10 @@ function roundUp(v) {
 
 /**
  * A chart in a <figure>: `series` = [{name, cls}]; returns {figure, draw(samples)} where each
- * sample is an array of values (one per series; null for none) and `capacity` samples fit.
+ * sample is an array of values (one per series; null for none) and `capacity` samples fit (the
+ * caller keeps at most that many).
  */
-export function lineChart({ id, title, unit, series, capacity = 60, digits = 1 }) {
+export function lineChart({ id, title, unit, series, capacity, digits = 1 }) {
   const plot = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
   const legend = h("figcaption", {});
   const figure = h("figure", { class: "panel chart-box", id }, h("h3", {}, title), plot, legend);

@@ -1,7 +1,7 @@
 // A photo with what detect found drawn over it, in the image's own pixels: an <svg> laid over the
 // <img> with the image's size as its viewBox, so the drawn coordinates are the API's numbers.
 
-import { h, s } from "./dom.js";
+import { faces as count, h, s } from "./dom.js";
 
 /**
  * A <figure> of `img` (loaded) with each face of `faces` (detect's face_list) drawn: its box
@@ -12,7 +12,7 @@ import { h, s } from "./dom.js";
 export function overlay(img, faces) {
   const w = img.naturalWidth;
   const hgt = img.naturalHeight;
-  const layer = s("svg", { class: "overlay", viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: "none", role: "img", "aria-label": `${faces.length} faces detected` });
+  const layer = s("svg", { class: "overlay", viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: "none", role: "img", "aria-label": `${count(faces.length)} detected` });
   faces.forEach((face, i) => {
     const { left, top, width, height } = face.location;
     const dot = Math.max(1.2, width / 80);

@@ -204,11 +204,12 @@ function interval(a, b) {
 }
 
 function metrics(panel) {
+  const lineOf = (chart) => lineChart({ capacity: KEEP, ...chart });
   const charts = {
-    rate: lineChart({ id: "chart-requests", title: "Requests per second", unit: "/s", series: [{ name: "API", cls: "s1" }] }),
-    latency: lineChart({ id: "chart-latency", title: "Latency", unit: " ms", digits: 0, series: [{ name: "p50", cls: "s1" }, { name: "p90", cls: "s2" }, { name: "p99", cls: "s3" }] }),
-    queue: lineChart({ id: "chart-queue", title: "Queue", unit: "", digits: 0, series: [{ name: "waiting", cls: "s1" }, { name: "running", cls: "s2" }] }),
-    busy: lineChart({ id: "chart-busy", title: "Refused: system busy", unit: "", digits: 0, series: [{ name: "per 2 s", cls: "s3" }] }),
+    rate: lineOf({ id: "chart-requests", title: "Requests per second", unit: "/s", series: [{ name: "API", cls: "s1" }] }),
+    latency: lineOf({ id: "chart-latency", title: "Latency", unit: " ms", digits: 0, series: [{ name: "p50", cls: "s1" }, { name: "p90", cls: "s2" }, { name: "p99", cls: "s3" }] }),
+    queue: lineOf({ id: "chart-queue", title: "Queue", unit: "", digits: 0, series: [{ name: "waiting", cls: "s1" }, { name: "running", cls: "s2" }] }),
+    busy: lineOf({ id: "chart-busy", title: "Refused: system busy", unit: "", digits: 0, series: [{ name: "per 2 s", cls: "s3" }] }),
   };
   clear(panel).append(h("h2", {}, "Metrics ", h("span", { class: "muted small" }, "live, every 2 s; the raw series at /metrics")), h("div", { class: "chart-grid" }, Object.values(charts).map((c) => c.figure)));
   const samples = [];

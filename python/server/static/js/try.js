@@ -18,6 +18,15 @@ const FIELDS = ["age", "gender", "expression", "emotion", "eye_status", "quality
 /** "1e-4" for "0.0001". */
 const far = (key) => Number(key).toExponential(0);
 
+/** The calibrated thresholds the page marks, weakest first: [["1e-2", 60], ["1e-3", 70],
+ * ["1e-4", 80]] from /console/api/thresholds' score_at_far (those under 90). */
+function marksOf(thresholds) {
+  return Object.entries(thresholds)
+    .map(([key, value]) => [far(key), value])
+    .filter(([, value]) => value < 90)
+    .sort((a, b) => a[1] - b[1]);
+}
+
 let shown = null; // the page's ctx: a tab is a #hash, and changing it draws the page again
 window.addEventListener("hashchange", () => shown?.refresh());
 
@@ -109,7 +118,7 @@ function faceFacts(f, i, ctx) {
 // -------------------------------------------------------------------------------------- match
 
 async function match(panel) {
-  const { score_at_far: thresholds } = await get("thresholds", {}, false);
+  const marks = marksOf((await get("thresholds", {}, false)).score_at_far);
   const files = [null, null];
   const shown = [h("div", { class: "slot" }), h("div", { class: "slot" })];
   const result = h("div", { id: "match-result" });
@@ -134,19 +143,15 @@ async function match(panel) {
     try {
       const images = await Promise.all(files.map(base64));
       const answer = await v3("face/match", images.map((image) => ({ image, image_type: "BASE64" })));
-      clear(result).append(scoreView(answer.score, thresholds));
+      clear(result).append(scoreView(answer.score, marks));
     } catch (e) {
       clear(result).append(msg("error", e.message));
     }
   }
 }
 
-/** The score on a 0-100 scale with the thresholds marked, and what it means. */
-function scoreView(score, thresholds) {
-  const marks = Object.entries(thresholds)
-    .map(([key, value]) => [far(key), value])
-    .filter(([, value]) => value < 90)
-    .sort((a, b) => a[1] - b[1]);
+/** The score on a 0-100 scale with the thresholds (marksOf) marked, and what it means. */
+function scoreView(score, marks) {
   const met = marks.filter(([, value]) => score >= value);
   const verdict = met.length
     ? `Same person at a false accept rate of ${met[met.length - 1][0]} (score ≥ ${met[met.length - 1][1]}).`
@@ -179,6 +184,7 @@ function scoreView(score, thresholds) {
 
 async function search(panel) {
   const [{ group_list: groups }, { score_at_far: thresholds }] = await Promise.all([get("groups", { length: 100 }), get("thresholds", {}, false)]);
+  const marks = marksOf(thresholds);
   if (!groups.length) {
     panel.append(msg("muted", "No group to search yet: enrol users on the Library page."));
     return;
@@ -198,7 +204,6 @@ async function search(panel) {
     const list = $("#candidates", result);
     try {
       const answer = await v3("face/identify", { image: await base64(file), image_type: "BASE64", group_id_list: chosen.join(","), max_user_num: 5, match_threshold: 0 });
-      const best = Object.entries(thresholds).map(([k, v]) => [far(k), v]).filter(([, v]) => v < 90).sort((a, b) => b[1] - a[1]);
       const candidates = await Promise.all(answer.user_list.map(async (u) => {
         const faces = await v3("face/list", { group_id: u.group_id, user_id: u.user_id }).catch(() => ({ face_list: [] }));
         return { ...u, token: faces.face_list[0]?.face_token };
@@ -209,13 +214,13 @@ async function search(panel) {
           "ol",
           { class: "candidates" },
           candidates.map((u) => {
-            const met = best.find(([, v]) => u.score >= v);
+            const met = marks.findLast(([, v]) => u.score >= v);
             return h(
               "li",
               { class: "card candidate", dataset: { user: u.user_id, group: u.group_id } },
               u.token ? h("img", { class: "thumb", src: imageUrl(u.group_id, u.token), alt: `enrolled face of ${u.user_id}` }) : h("span", { class: "thumb missing" }),
               h("div", {}, h("strong", { class: "user-id" }, u.user_id), h("span", { class: "muted small" }, ` in ${u.group_id}`), u.user_info ? h("div", { class: "small" }, u.user_info) : null),
-              h("div", { class: "score-cell" }, h("strong", { class: "score-value" }, num(u.score, 1)), h("div", { class: met ? "ok small" : "muted small" }, met ? `≥ FAR ${met[0]}` : "below FAR 1e-2")),
+              h("div", { class: "score-cell" }, h("strong", { class: "score-value" }, num(u.score, 1)), h("div", { class: met ? "ok small" : "muted small" }, met ? `≥ FAR ${met[0]}` : `below FAR ${marks[0][0]}`)),
             );
           }),
         ),
