@@ -41,6 +41,11 @@ def b64(path: Path | str) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode()
 
 
+def photos(name: str) -> list[Path]:
+    """The person's LFW images, in name order (the data set is a subset: indices have gaps)."""
+    return sorted((LFW / name).glob("*.jpg"))
+
+
 def lfw(name: str, index: int = 1) -> Path:
     """LFW image `index` (1-based) of person `name`, e.g. lfw("Aaron_Sorkin", 2)."""
     return LFW / name / f"{name}_{index:04d}.jpg"

@@ -33,7 +33,7 @@ import facecore_server
 import httpx
 import pytest
 from facecore.score import SCORE_AT_FAR
-from live_server import LFW, MISC, Client, b64, create_key, get_token, start_server
+from live_server import LFW, MISC, Client, b64, create_key, get_token, photos, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 STATIC = REPO / "python" / "server" / "static"
@@ -41,11 +41,6 @@ INSTALLED = Path(facecore_server.__file__).parent / "static"
 PEOPLE = ("Andre_Agassi", "Colin_Powell", "Tony_Blair")
 SCREENSHOTS = "FACECORE_CONSOLE_SCREENSHOTS"
 VIEWPORT = {"width": 1024, "height": 700}
-
-
-def photos(person: str) -> list[Path]:
-    """The person's LFW photos, in name order (their numbers are not contiguous)."""
-    return sorted((LFW / person).glob("*.jpg"))
 
 
 def api(server: Client, path: str, **params: str) -> dict[str, Any]:

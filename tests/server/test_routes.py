@@ -18,7 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 import spec_schemas as S
-from live_server import LFW, MISC, Client, b64, lfw
+from live_server import LFW, MISC, Client, b64, lfw, photos
 
 PREFIXES = ("/face-api/v3", "/v3", "/api/face-api/v3", "/api/v3")
 ALL_FIELDS = "age,gender,expression,emotion,landmark,eye_status,quality,feature"
@@ -105,11 +105,6 @@ def pairs() -> dict[tuple[str, str], str]:
         a, b, same = line.split()
         out[(a, b)] = same
     return out
-
-
-def photos(name: str) -> list[Path]:
-    """The person's LFW images (the data set is a subset: indices have gaps)."""
-    return sorted((LFW / name).glob("*.jpg"))
 
 
 def rel(name: str, index: int) -> str:

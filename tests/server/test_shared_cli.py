@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from facecore.store import codec
-from live_server import LFW, Client, b64, facecore_cli, start_server
+from live_server import Client, b64, facecore_cli, photos, start_server
 
 from tests.pg_cluster import Cluster
 
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.slow
 
 PEOPLE = ["Aaron_Sorkin", "Abdullah_Gul", "Adam_Sandler"]
 APP, GROUP = "app1", "imported"
-
-
-def photos_of(name: str) -> list[Path]:
-    return sorted((LFW / name).glob("*.jpg"))
 
 
 @pytest.fixture
@@ -44,18 +40,18 @@ def server(tmp_path: Path, database: str) -> Iterator[Client]:
 def test_import_stats_and_verify_on_the_shared_store_beside_a_server(
     tmp_path: Path, database: str, server: Client
 ) -> None:
-    photos = tmp_path / "photos"
+    folder = tmp_path / "photos"
     for name in PEOPLE:
-        (photos / name).mkdir(parents=True)
-        shutil.copy(photos_of(name)[0], photos / name)
+        (folder / name).mkdir(parents=True)
+        shutil.copy(photos(name)[0], folder / name)
     run = facecore_cli(
-        "import", str(photos), "--appid", APP, "--group", GROUP, "--store", database,
+        "import", str(folder), "--appid", APP, "--group", GROUP, "--store", database,
         "--data", str(tmp_path / "cli"), "--workers", "1", "--quiet",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     # The server saw the import's writes: each person identified by another photo.
     for name in PEOPLE:
-        body = {"image": b64(photos_of(name)[1]), "image_type": "BASE64", "group_id_list": GROUP}
+        body = {"image": b64(photos(name)[1]), "image_type": "BASE64", "group_id_list": GROUP}
         top = server.ok("face/identify", body, APP)["user_list"][0]
         assert top["user_id"] == name and top["score"] > 80
     stats = facecore_cli("stats", "--store", database, "--data", str(tmp_path / "cli"))
