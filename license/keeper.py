@@ -110,22 +110,23 @@ class LeaseKeeper:
 
     def tick(self) -> None:
         """One heartbeat: renew each seat's lease (acquire it again when authd does not know it),
-        then move the deadline."""
+        then move the deadline. The calls to authd (up to the client's timeout each) run outside
+        the lock, so snapshot() (/health, on the event loop) never waits for them; each answer's
+        state is set under it."""
         failures: list[AuthdError | LicenseError] = []
-        with self._lock:
-            for seat in self.seats:
-                sent = self.clock()
-                try:
-                    if seat.lease is not None:
-                        try:
-                            self._confirm(seat, self.client.renew(seat.lease), sent)
-                            continue
-                        except UnknownLease:
-                            seat.lease = None
-                    self._acquire(seat, sent)
-                except (AuthdError, LicenseError) as e:
-                    failures.append(e)
-            self._settle(failures)
+        for seat in self.seats:
+            sent = self.clock()
+            try:
+                if seat.lease is not None:
+                    try:
+                        self._confirm(seat, self.client.renew(seat.lease), sent)
+                        continue
+                    except UnknownLease:
+                        seat.lease = None
+                self._acquire(seat, sent)
+            except (AuthdError, LicenseError) as e:
+                failures.append(e)
+        self._settle(failures)
 
     def _acquire(self, seat: Seat, sent: float) -> None:
         """A new lease for `seat`, held only once the licence it comes with verifies and covers
@@ -144,26 +145,29 @@ class LeaseKeeper:
         except LicenseError:
             self._give_back(seat)
             raise
-        self.license, self.features = lic, frozenset(lic.features)
+        with self._lock:
+            self.license, self.features = lic, frozenset(lic.features)
         self._confirm(seat, answer, sent)
 
     def _confirm(self, seat: Seat, answer: dict[str, Any], sent: float) -> None:
-        self.ttl = float(answer["ttl"])
-        self.in_use = int(answer["in_use"])
-        seat.confirmed_until = sent + self.ttl
+        with self._lock:
+            self.ttl = float(answer["ttl"])
+            self.in_use = int(answer["in_use"])
+            seat.confirmed_until = sent + self.ttl
 
     def _settle(self, failures: list[AuthdError | LicenseError]) -> None:
         """Move the deadline after a round: the shortest confirmed lease plus the grace, or now
         when the licence itself says stop; remember why a lease is missing."""
         ending = [e for e in failures if _ends_licence(e)]
         why = (ending or failures)[-1] if failures else None
-        if why is None:
-            self.failure, self.reason = None, ""
-        else:
-            self.failure = UNREACHABLE if isinstance(why, Unreachable) else REFUSED
-            self.reason = str(why)
-        confirmed = min(seat.confirmed_until for seat in self.seats)
-        self.deadline = self.clock() if ending else confirmed + self.grace
+        with self._lock:
+            if why is None:
+                self.failure, self.reason = None, ""
+            else:
+                self.failure = UNREACHABLE if isinstance(why, Unreachable) else REFUSED
+                self.reason = str(why)
+            confirmed = min(seat.confirmed_until for seat in self.seats)
+            self.deadline = self.clock() if ending else confirmed + self.grace
 
     # -------------------------------------------------------------------------------- reading
 

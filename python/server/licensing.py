@@ -71,7 +71,7 @@ class Licensing:
                     f"{lic.id if lic else ''} sells {', '.join(sorted(keeper.features))} "
                     "(docs/license.md)"
                 )
-            if model and keeper.clock() >= keeper.deadline:
+            if model and not keeper.allowed():
                 raise self.lapsed()
 
         return check

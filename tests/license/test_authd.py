@@ -178,6 +178,39 @@ def test_killed_and_restarted_authd_with_the_grace_period(vendor: Vendor) -> Non
                 s.stop()
 
 
+def test_the_state_answers_while_a_renewal_waits_on_authd(vendor: Vendor, authd: Authd) -> None:
+    """A renewal that authd does not answer yet (a dropped network waits the client's timeout) does
+    not hold up snapshot(), which /health and /capabilities read on the event loop."""
+    entered, answer = threading.Event(), threading.Event()
+
+    class Waiting(AuthdClient):
+        def renew(self, lease: str) -> dict[str, Any]:
+            entered.set()
+            assert answer.wait(60)
+            return super().renew(lease)
+
+    c = Waiting(authd.url, P.read_secret(vendor.secret))
+    public = document.load_public(vendor.public)
+    keeper = LeaseKeeper(c, "svc/wait", ["cpu"], public, 100, FAMILIES, Clock())
+    keeper.start()
+    beat = threading.Thread(target=keeper.tick)
+    try:
+        beat.start()
+        assert entered.wait(30)
+        states: list[str] = []
+        reader = threading.Thread(target=lambda: states.append(keeper.snapshot()["state"]))
+        reader.start()
+        reader.join(30)  # the renewal waits for `answer`, which only comes after this
+        assert states == ["leased"]
+        assert keeper.allowed()
+    finally:
+        answer.set()
+        beat.join(30)
+        keeper.close()
+    assert not beat.is_alive() and keeper.failure is None
+    assert client(vendor, authd).status()["in_use"] == 0
+
+
 def test_a_licence_that_ends_while_leased_stops_the_models_at_once(vendor: Vendor) -> None:
     """authd in a thread with an injected wall clock: once the licence expires, renewals are
     refused and the service's deadline is now, without a grace period."""
