@@ -326,6 +326,39 @@ def test_a_late_deletion_step_spares_a_group_made_again(url: str, tmp_path: Path
 # ---------------------------------------------------------------------------- tokens and metadata
 
 
+def test_a_group_verify_adopts_reaches_every_instance_whole(url: str, tmp_path: Path) -> None:
+    """A group whose G/ record was lost behind every instance's back: B, started then, does not
+    know it. verify --repair on C gives the record back, and B, following, takes the group's
+    faces and owners from the database (not an empty group, whose next face would take row 0
+    and overwrite a face's row)."""
+    rng = np.random.default_rng(7)
+    embeddings = [unit(rng) for _ in range(3)]
+    with open_library(tmp_path / "a", url) as a:
+        added = [
+            a.face_add(APP, "g", f"u{i}", nf(e), f"info {i}") for i, e in enumerate(embeddings)
+        ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        gone = codec.group_key(APP, "g").encode()
+        conn.execute("DELETE FROM facecore_library WHERE key = %s", (gone,))
+    with open_library(tmp_path / "b", url) as b, open_library(tmp_path / "c", url) as c:
+        assert b.group_list(APP) == []
+        report = c.verify(repair=True)
+        assert report.problems == {"group_missing": 1} and report.remaining == {}
+        synced(b)
+        for i, (e, face) in enumerate(zip(embeddings, added, strict=True)):
+            (top,) = b.identify(APP, ["g"], e)
+            assert (top.user_id, top.user_info, top.face_token) == (
+                f"u{i}",
+                f"info {i}",
+                face.face_token,
+            )
+        b.face_add(APP, "g", "u9", nf(unit(rng)))
+        assert_replicas(b, c)
+        for i, face in enumerate(added):
+            listed = c.face_list(APP, "g", f"u{i}")
+            assert [f.face_token for f in listed] == [face.face_token]
+
+
 def test_detected_tokens_and_metadata_are_seen_by_every_instance(trio: list[FaceLibrary]) -> None:
     a, b, c = trio
     token, e = uuid.uuid4().hex, unit(np.random.default_rng(8))

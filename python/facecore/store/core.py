@@ -36,7 +36,16 @@ from facecore.errors import (
 )
 from facecore.store import codec, indexes, owners
 from facecore.store.indexes import GroupState, Mode
-from facecore.store.kv import DELETE_RANGE, PUT, Change, Store, StoreGap, WriteBatch, scan_prefix
+from facecore.store.kv import (
+    DELETE_RANGE,
+    PUT,
+    Change,
+    Store,
+    StoreGap,
+    StoreView,
+    WriteBatch,
+    scan_prefix,
+)
 from facecore.store.owners import RowOwners
 from facecore.store.rocks import RocksStore
 from facecore.store.tokens import DetectedTokens
@@ -141,7 +150,21 @@ class LibraryCore:
         return g
 
     def _rebuild(self, appid: str, group: str) -> GroupState:
-        return indexes.rebuild(self._store, appid, group, self._new_group(), self.dim)
+        """The group's state from the store as it is now: its index, and on a shared store its
+        owners too (from one view, as at start-up)."""
+        g = self._new_group()
+        if not self._store.shared:
+            return indexes.rebuild(self._store, appid, group, g, self.dim)
+        with self._store.view() as view:
+            self._fill(view, g, appid, group)
+        return g
+
+    def _fill(self, view: StoreView, g: GroupState, appid: str, group: str) -> None:
+        """A shared store: the empty `g` given the group's rows and owners as of `view`."""
+        rows, vecs, g.owners = owners.load_group(view, appid, group, self.dim)
+        if len(rows):
+            g.index.add(rows, vecs)
+            g.faces, g.next_row = len(rows), int(rows.max()) + 1
 
     def _add_rows(self, g: GroupState, rows: list[int], vecs: list[bytes]) -> None:
         indexes.add_rows(g, self.dim, rows, vecs)
@@ -269,12 +292,8 @@ class LibraryCore:
                     continue  # damaged: verify reports it
                 g = groups[ids] = self._new_group()
                 g.deleting = codec.group_meta(value).get("deleting") is True
-                if g.deleting:
-                    continue
-                rows, vecs, g.owners = owners.load_group(view, *ids, self.dim)
-                if len(rows):
-                    g.index.add(rows, vecs)
-                    g.faces, g.next_row = len(rows), int(rows.max()) + 1
+                if not g.deleting:
+                    self._fill(view, g, *ids)
             return groups, view.sequence
 
     def _catch_up(self, target: int | None = None) -> None:
@@ -324,10 +343,15 @@ class LibraryCore:
                 if key.startswith(b"G/"):
                     flush()
                     if op == PUT:
+                        deleting = codec.group_meta(value).get("deleting") is True
                         g = self._groups.get(ids)
                         if g is None:
-                            g = self._groups[ids] = self._new_group()
-                        g.deleting = codec.group_meta(value).get("deleting") is True
+                            # New to this instance: its data may predate the record (a group
+                            # verify adopts), so it comes from the store, as at start-up. Rows
+                            # logged after that are applied again below, which is idempotent.
+                            g = self._new_group() if deleting else self._rebuild(*ids)
+                            self._groups[ids] = g
+                        g.deleting = deleting
                     else:
                         self._groups.pop(ids, None)
                     continue

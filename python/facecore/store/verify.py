@@ -239,6 +239,7 @@ class Verify(LibraryCore):
                 confirmed.flush(self._write)
             if fix and (stale or confirmed.rows_changed):
                 fresh = self._rebuild(appid, group)
+                g.owners = fresh.owners  # first: a row the index has is found in the owners
                 g.index, g.faces = fresh.index, fresh.faces
                 g.next_row = max(g.next_row, fresh.next_row)
         return counts
