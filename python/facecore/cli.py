@@ -36,6 +36,7 @@ from facecore.errors import (
     NoFace,
 )
 from facecore.pipeline.image import face_crop
+from facecore.store.kv import shared_url
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 JOURNAL = "import"  # FaceLibrary.kv_put namespace of the import journal
@@ -349,12 +350,10 @@ class _Importer:
 
 def _shared_url(args: argparse.Namespace) -> str | None:
     """The --store URL when it names PostgreSQL; None for the embedded store of --data."""
-    store: str = getattr(args, "store", "")
-    if not store:
-        return None
-    if not store.startswith(("postgresql://", "postgres://")):
-        raise SystemExit(f"error: --store must be a postgresql:// URL, got {store!r}")
-    return store
+    try:
+        return shared_url(getattr(args, "store", ""))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def open_library(args: argparse.Namespace) -> Any:
@@ -556,12 +555,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         answer = admin_call(sock, request)
     except OSError:  # no server listens (no socket, or a stale one): open the store here
+        url = _shared_url(args)
         try:
             shared = None
-            if args.store.startswith(("postgresql://", "postgres://")):
+            if url is not None:
                 from facecore.store.postgres import PostgresStore
 
-                shared = PostgresStore(args.store, "auth", pool_size=1)
+                shared = PostgresStore(url, "auth", pool_size=1)
             store = KeyStore(data / STORE_DIR, store=shared)
         except Exception as e:  # noqa: BLE001 (rocksdict raises a bare Exception for a held lock)
             raise SystemExit(

@@ -10,8 +10,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from facecore.errors import FaceCoreError
 from facecore.pipeline.image import DEFAULT_MAX_PIXELS
 from facecore.runtime.gpu import BACKENDS
+from facecore.store.ids import check_appid
+from facecore.store.kv import shared_url
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,11 @@ class Settings:
             out.append("--body-timeout must be > 0")
         if self.queue_timeout <= 0 or self.batch_wait_ms < 0 or self.shutdown_timeout < 0:
             out.append("--queue-timeout must be > 0, --batch-wait-ms and --shutdown-timeout >= 0")
-        if self.default_appid is not None and not re.fullmatch(
-            r"[A-Za-z0-9_]{1,48}", self.default_appid
-        ):
-            out.append(f"--default-appid must be 1-48 of [A-Za-z0-9_], got {self.default_appid!r}")
+        if self.default_appid is not None:
+            try:
+                check_appid(self.default_appid, "--default-appid")  # as every request's appid
+            except FaceCoreError as e:
+                out.append(str(e))
         if self.backend not in BACKENDS:
             out.append(f"--backend must be one of {'|'.join(BACKENDS)}, got {self.backend!r}")
         if not re.fullmatch(r"(\d+(,\d+)*)?", self.gpus.replace(" ", "")):
@@ -147,10 +151,10 @@ class Settings:
         if self.metrics_token_file is not None and not self.metrics_token_file.is_file():
             out.append(f"--metrics-token-file {self.metrics_token_file} is not a readable file")
         out.extend(self._license_problems())
-        if self.store not in ("", "rocksdb") and not self.store.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            out.append("--store must be rocksdb or a postgresql://user@host:port/db URL")
+        try:
+            shared_url(self.store)
+        except ValueError as e:
+            out.append(str(e))
         if self.url_timeout <= 0:
             out.append("--url-timeout must be > 0")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import facecore
 from facecore.errors import StoreUnavailable
 from facecore.store.keys import STORE_DIR, KeyStore
+from facecore.store.kv import shared_url
 from facecore.store.library import FaceLibrary
 from facecore_server.settings import Settings
 
@@ -28,7 +29,7 @@ def open_stores(settings: Settings) -> tuple[FaceLibrary, KeyStore]:
     with other instances); or StartupError saying why not."""
     data = settings.data_dir
     library = None
-    shared = settings.store.startswith(("postgresql://", "postgres://"))
+    shared = shared_url(settings.store) is not None
     try:
         data.mkdir(parents=True, exist_ok=True)
         library_store = keys_store = None

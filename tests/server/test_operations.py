@@ -373,7 +373,17 @@ def test_flags_and_environment(tmp_path: Path) -> None:
         (["--workers", "-1"], {}, "--workers must be >= 0"),
         (["--max-queue", "0"], {}, "--max-queue must be >= 1"),
         (["--queue-timeout", "0"], {}, "--queue-timeout must be > 0"),
-        (["--default-appid", "bad-id"], {}, "--default-appid must be 1-48 of [A-Za-z0-9_]"),
+        (
+            ["--default-appid", "bad-id"],
+            {},
+            "--default-appid must be 1-48 characters of [A-Za-z0-9_], got 'bad-id'",
+        ),
+        (["--default-appid", "all"], {}, "--default-appid 'all' is a reserved word"),
+        (
+            ["--store", "mysql://x@y/z"],
+            {},
+            "--store must be rocksdb or a postgresql://user@host:port/db URL, got 'mysql://x@y/z'",
+        ),
         (["--log-level", "loud"], {}, "--log-level must be critical|error|warning|info|debug"),
         (["--access-log", "maybe"], {}, "expected on or off, got 'maybe'"),
         (["--workers", "two"], {}, "argument --workers: invalid int value: 'two'"),

@@ -89,3 +89,13 @@ def test_import_stats_and_verify_on_the_shared_store_beside_a_server(
 def test_a_store_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
     run = facecore_cli("stats", "--store", "mysql://x@y/z", "--data", str(tmp_path))
     assert run.returncode != 0 and "postgresql://" in run.stderr
+    keys = facecore_cli("keys", "list", "--store", "mysql://x@y/z", "--data", str(tmp_path))
+    assert keys.returncode != 0 and "postgresql://" in keys.stderr
+
+
+def test_the_servers_store_rocksdb_is_the_embedded_one(tmp_path: Path) -> None:
+    """--store rocksdb (the server's default spelled out, as $FACECORE_STORE may be) means the
+    embedded store of --data for every command, as it does for the server."""
+    for command in (["stats"], ["keys", "list"]):
+        run = facecore_cli(*command, "--store", "rocksdb", "--data", str(tmp_path))
+        assert run.returncode == 0, (command, run.stderr)

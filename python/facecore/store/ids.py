@@ -45,8 +45,8 @@ def check_id(value: object, name: str, max_bytes: int, error: type[FaceCoreError
     return value
 
 
-def check_appid(appid: object) -> str:
-    return check_id(appid, "appid", 48, BadAppId)
+def check_appid(appid: object, name: str = "appid") -> str:
+    return check_id(appid, name, 48, BadAppId)
 
 
 def check_group(group_id: object) -> str:

@@ -193,6 +193,18 @@ class Store(ABC):
         return type(self).__name__
 
 
+def shared_url(store: str) -> str | None:
+    """What --store (or $FACECORE_STORE) names, for the server and the command line alike: a
+    PostgreSQL URL, or None for the embedded RocksDB ("" or "rocksdb"); ValueError otherwise."""
+    if store in ("", "rocksdb"):
+        return None
+    if store.startswith(("postgresql://", "postgres://")):
+        return store
+    raise ValueError(
+        f"--store must be rocksdb or a postgresql://user@host:port/db URL, got {store!r}"
+    )
+
+
 def scan_prefix(store: Store, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The (key, value) pairs whose keys start with `prefix` (non-empty), in key order."""
     assert prefix and prefix[-1] != 0xFF
