@@ -178,7 +178,7 @@ def _model_key() -> str:
     m = load_manifest(default_models_dir())["models"]
     for role in sorted(m):
         h.update(m[role]["sha256"].encode())
-    src = Path(facecore.__file__).parent
+    src = Path(facecore.__file__).parent / "pipeline"
     for name in ("detect.py", "align.py", "embed.py", "engine.py"):
         h.update((src / name).read_bytes())
     return "-" + h.hexdigest()[:16]
