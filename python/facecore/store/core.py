@@ -120,25 +120,22 @@ class LibraryCore:
     def _open(self) -> None:
         if self._store.shared:
             self._groups, self._applied = self._load()
-            for (appid, group), g in list(self._groups.items()):
-                if g.deleting:
-                    self._start_delete(appid, group)
-            return
-        self._groups.update(
-            indexes.load_snapshot(
-                self.path, self.dim, self._store.sequence(), self.threads, self._new_group
+        else:
+            self._groups.update(
+                indexes.load_snapshot(
+                    self.path, self.dim, self._store.sequence(), self.threads, self._new_group
+                )
             )
-        )
-        for key, value in self._iter_prefix(b"G/"):
-            # A damaged key or value is left for verify to report; it must not stop the open.
-            ids = codec.group_ids(key)
-            if ids is None:
-                continue
-            deleting = codec.group_meta(value).get("deleting") is True
-            if ids not in self._groups:
-                # A group being deleted needs no index: its deletion resumes below.
-                self._groups[ids] = self._new_group() if deleting else self._rebuild(*ids)
-            self._groups[ids].deleting = deleting
+            for key, value in self._iter_prefix(b"G/"):
+                # A damaged key or value is left for verify to report; it must not stop the open.
+                ids = codec.group_ids(key)
+                if ids is None:
+                    continue
+                deleting = codec.group_meta(value).get("deleting") is True
+                if ids not in self._groups:
+                    # A group being deleted needs no index: its deletion resumes below.
+                    self._groups[ids] = self._new_group() if deleting else self._rebuild(*ids)
+                self._groups[ids].deleting = deleting
         for (appid, group), g in list(self._groups.items()):
             if g.deleting:
                 self._start_delete(appid, group)

@@ -24,6 +24,7 @@ from facecore.errors import (
 ID = re.compile(r"[A-Za-z0-9_]+")
 TOKEN = re.compile(r"[0-9a-f]{32}")
 RESERVED = frozenset({"all", "self", "me", "this", "next"})
+MAX_USER_BYTES = 128  # a user_id's longest (ASCII: bytes and characters alike)
 
 
 def show(value: object) -> str:
@@ -54,7 +55,7 @@ def check_group(group_id: object) -> str:
 
 
 def check_user(user_id: object) -> str:
-    return check_id(user_id, "user_id", 128, BadUserId)
+    return check_id(user_id, "user_id", MAX_USER_BYTES, BadUserId)
 
 
 def check_token(token: object) -> str:

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facecore.store import codec
+from facecore.store.ids import MAX_USER_BYTES
+
 PUT, DELETE, DELETE_RANGE = 0, 1, 2
 
 
@@ -80,15 +83,15 @@ class StoreView(ABC):
         vecs: list[bytes] = []
         tokens: list[bytes] = []
         users: list[bytes] = []
-        for key, value in self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1])):
-            field = key[len(prefix) :]
-            if len(field) != 16 or field.strip(b"0123456789abcdef") or len(value) < width + 16:
+        for key, value in self.scan(prefix, codec.end_of(prefix)):
+            row = codec.row_of(key[len(prefix) :])
+            if row is None or len(value) < width + 16:
                 continue  # damaged: verify reports it
-            rows.append(int(field, 16))
+            rows.append(row)
             vecs.append(value[:width])
             tokens.append(value[width : width + 16])
             users.append(value[width + 16 :])
-        longest = max([1] + [len(u) for u in users if len(u) <= 128])
+        longest = max([1] + [len(u) for u in users if len(u) <= MAX_USER_BYTES])
         n = len(rows)
         padded = b"".join(u[:longest].ljust(longest, b"\0") for u in users)
         # The scan is in key order, which is row order: 16 lowercase hex digits sort as numbers.
@@ -103,7 +106,7 @@ class StoreView(ABC):
     def user_records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The U/ records under a group's `prefix` (a store may leave out ones it can tell have
         an empty user_info)."""
-        return self.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1]))
+        return self.scan(prefix, codec.end_of(prefix))
 
 
 class _PlainView(StoreView):
@@ -207,5 +210,4 @@ def shared_url(store: str) -> str | None:
 
 def scan_prefix(store: Store, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The (key, value) pairs whose keys start with `prefix` (non-empty), in key order."""
-    assert prefix and prefix[-1] != 0xFF
-    return store.scan(prefix, prefix[:-1] + bytes([prefix[-1] + 1]))
+    return store.scan(prefix, codec.end_of(prefix))

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from facecore.store import codec
+from facecore.store.ids import MAX_USER_BYTES
 from facecore.store.kv import DELETE_RANGE, PUT, StoreView
 
-MAX_USER_BYTES = 128  # ids.check_user
 _ID_BYTES = np.zeros(256, bool)  # the bytes of an id: [A-Za-z0-9_]
 _ID_BYTES[
     np.frombuffer(string.ascii_letters.encode() + string.digits.encode() + b"_", np.uint8)

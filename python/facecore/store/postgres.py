@@ -45,6 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from facecore.errors import BackupError, Busy, StoreUnavailable
 from facecore.store import codec
+from facecore.store.ids import MAX_USER_BYTES
 from facecore.store.kv import (
     DELETE_RANGE,
     PUT,
@@ -577,7 +578,8 @@ class _View(StoreView):
 
         def q(conn: psycopg.Connection[Any]) -> tuple[bytearray, int]:
             row = conn.execute(
-                f"SELECT max(length(value)) {where} AND length(value) <= {width + 16 + 128}", args
+                f"SELECT max(length(value)) {where} AND length(value) <= {width + 16 + MAX_USER_BYTES}",
+                args,
             ).fetchone()
             longest = max(1, int(row[0]) - width - 16) if row and row[0] is not None else 1
             zeros = "'\\x" + "00" * longest + "'::bytea"
