@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import struct
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from facecore.errors import FaceTokenNotFound, StoreUnavailable
 from facecore.store import codec
-from facecore.store.ids import TOKEN, check_appid, check_token, is_id
+from facecore.store.ids import check_appid, check_token
 from facecore.store.kv import Store, WriteBatch, scan_prefix
-
-if TYPE_CHECKING:
-    from facecore.store.verify import Findings
 
 PENDING_MAX = 10_000  # tokens kept in memory while a shared store is down (the newest)
 
@@ -53,7 +49,7 @@ class DetectedTokens:
         self._store, self.dim, self.capacity, self.seconds = store, dim, capacity, seconds
         self._check, self._write = check, write
         self.lock = threading.Lock()
-        self.count = self._store.count(b"E/", b"E0")
+        self.count = self.stored()
         self._pending: OrderedDict[str, bytes] = OrderedDict()  # "appid/token" -> D/ value
 
     def put(
@@ -107,7 +103,11 @@ class DetectedTokens:
         """Count the tokens again: on a shared store the other instances add and evict too, so
         `count` (this instance's view, which eviction goes by) drifts between recounts."""
         with self.lock:
-            self.count = self._store.count(b"E/", b"E0")
+            self.count = self.stored()
+
+    def stored(self) -> int:
+        """The tokens in the store (its E/ eviction entries), every instance's."""
+        return self._store.count(b"E/", b"E0")
 
     def _evict(self) -> None:
         """Drop the oldest tokens beyond capacity, and any older than `seconds` (oldest first)."""
@@ -136,48 +136,3 @@ class DetectedTokens:
         emb = np.frombuffer(value, np.float32, self.dim, 8).copy()
         attrs: dict[str, Any] = json.loads(value[8 + 4 * self.dim :])
         return emb, attrs
-
-    # ------------------------------------------------------------------ verify
-
-    def verify(self, found: Findings, fix: bool) -> int:
-        """D/ tokens against their E/ eviction entries: screened without the lock, confirmed
-        (and fixed) under it. Returns the number of tokens."""
-        from facecore.store.verify import Findings
-
-        screen = Findings(False)
-        count = self._check_all(screen)
-        if not screen.problems:
-            return count
-        with self.lock:
-            confirmed = Findings(fix)
-            count = self._check_all(confirmed)
-            found.merge(confirmed)
-            if fix:
-                confirmed.flush(self._write)
-                self.count = self._store.count(b"E/", b"E0")
-        return count
-
-    def _check_all(self, found: Findings) -> int:
-        width = 8 + 4 * self.dim
-        count = 0
-        for key, value in scan_prefix(self._store, b"D/"):
-            parts = key.decode("utf-8", "replace").split("/")
-            if len(parts) != 3 or not is_id(parts[1]) or not TOKEN.fullmatch(parts[2]):
-                found.add("malformed_key", key, delete=[key])
-                continue
-            if len(value) < width:
-                found.add("malformed_key", key, delete=[key])
-                continue
-            count += 1
-            ekey = f"E/{struct.unpack_from('<q', value)[0]:016x}/{parts[1]}/{parts[2]}".encode()
-            if self._store.get(ekey) is None:
-                found.add("detected_without_order", key, put=[(ekey, b"")])
-        for key, _ in scan_prefix(self._store, b"E/"):
-            parts = key.decode("utf-8", "replace").split("/")
-            if len(parts) != 4 or codec.row_of(parts[1].encode()) is None:
-                found.add("malformed_key", key, delete=[key])
-                continue
-            d = self._store.get(f"D/{parts[2]}/{parts[3]}".encode())
-            if d is None or len(d) < 8 or struct.unpack_from("<q", d)[0] != int(parts[1], 16):
-                found.add("order_dangling", key, delete=[key])
-        return count

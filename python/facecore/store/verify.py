@@ -5,6 +5,7 @@ its rows, and the repair of what can be fixed without guessing (docs/operations.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -142,7 +143,7 @@ class Verify(LibraryCore):
             counts["groups"] += 1
             for k, v in group_counts.items():
                 counts[k] += v
-        counts["detected_tokens"] = self._tokens.verify(found, fix)
+        counts["detected_tokens"] = self._verify_detected(found, fix)
         return VerifyReport(counts, dict(found.problems), found.examples, False, found.problems)
 
     def _scan_keyspace(self, found: Findings) -> set[tuple[str, str]]:
@@ -243,6 +244,48 @@ class Verify(LibraryCore):
                 g.index, g.faces = fresh.index, fresh.faces
                 g.next_row = max(g.next_row, fresh.next_row)
         return counts
+
+    def _verify_detected(self, found: Findings, fix: bool) -> int:
+        """D/ tokens against their E/ eviction entries: screened without the tokens' lock,
+        confirmed (and fixed) under it. Returns the number of tokens."""
+        screen = Findings(False)
+        count = self._check_detected(screen)
+        if not screen.problems:
+            return count
+        tokens = self._tokens
+        with tokens.lock:
+            confirmed = Findings(fix)
+            count = self._check_detected(confirmed)
+            found.merge(confirmed)
+            if fix:
+                confirmed.flush(self._write)
+                tokens.count = tokens.stored()
+        return count
+
+    def _check_detected(self, found: Findings) -> int:
+        width = 8 + 4 * self.dim
+        count = 0
+        for key, value in self._iter_prefix(b"D/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 3 or not is_id(parts[1]) or not TOKEN.fullmatch(parts[2]):
+                found.add("malformed_key", key, delete=[key])
+                continue
+            if len(value) < width:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            count += 1
+            ekey = f"E/{struct.unpack_from('<q', value)[0]:016x}/{parts[1]}/{parts[2]}".encode()
+            if self._store.get(ekey) is None:
+                found.add("detected_without_order", key, put=[(ekey, b"")])
+        for key, _ in self._iter_prefix(b"E/"):
+            parts = key.decode("utf-8", "replace").split("/")
+            if len(parts) != 4 or codec.row_of(parts[1].encode()) is None:
+                found.add("malformed_key", key, delete=[key])
+                continue
+            d = self._store.get(f"D/{parts[2]}/{parts[3]}".encode())
+            if d is None or len(d) < 8 or struct.unpack_from("<q", d)[0] != int(parts[1], 16):
+                found.add("order_dangling", key, delete=[key])
+        return count
 
     def _check_records(self, appid: str, group: str, found: Findings) -> dict[str, int]:
         """Every record of one group against the others (docs/storage.md): G/, then F/ merged
