@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from tests.server.live_server import free_port
 
 CONF = """\
 {user}worker_processes 1;
@@ -51,12 +52,6 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Balancer:
     def __init__(self, proc: subprocess.Popen[bytes], root: Path, port: int) -> None:
         self.proc, self.root, self.port = proc, root, port
@@ -70,7 +65,7 @@ class Balancer:
     @classmethod
     def start(cls, ports: Sequence[int], timeout: float = 30) -> Balancer:
         root = Path(tempfile.mkdtemp(prefix="facecore-nginx-"))
-        port = _free_port()
+        port = free_port()
         servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in ports)
         conf = root / "nginx.conf"
         # As root, nginx's workers would run as nobody, who cannot write in our temporary

@@ -17,11 +17,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.server.live_server import free_port
 
 USER = "facecore"  # the cluster's superuser (trust authentication on loopback)
 _names = itertools.count()
@@ -33,12 +34,6 @@ def _bin_dir() -> Path | None:
         return Path(os.path.realpath(found)).parent
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
     return Path(dirs[-1]) if dirs else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -86,7 +81,7 @@ class Cluster:
         if as_postgres:
             entry = pwd.getpwnam("postgres")
             os.chown(root, entry.pw_uid, entry.pw_gid)
-        cluster = cls(bin_dir, root, _free_port(), as_postgres)
+        cluster = cls(bin_dir, root, free_port(), as_postgres)
         cluster._run(
             "initdb", "-D", str(cluster.data), "-U", USER, "--auth=trust", "-E", "UTF8",
             "--locale=C", "--no-sync",

@@ -50,13 +50,7 @@ class Importer(threading.Thread):
             body = {"image": b64(photo), "image_type": "BASE64", "group_id": GROUP}
             body["user_id"] = f"p{i}"
             try:
-                r = httpx.post(
-                    f"{self.client.url}/face-api/v3/face/add",
-                    params={"appid": self.client.appid},
-                    json=body,
-                    timeout=60,
-                )
-                env: dict[str, Any] = r.json()
+                env = self.client.post("face/add", body)
             except httpx.TransportError as e:
                 self.refused.append(type(e).__name__)
                 env = {}
@@ -123,8 +117,7 @@ def test_an_instance_killed_mid_import_loses_no_acknowledged_face(
     importer = Importer(a, photos)
     importer.start()
     importer.wait_for("8 faces acknowledged", lambda: len(importer.acked) >= 8)
-    a.proc.kill()  # SIGKILL, in the middle of the import
-    a.proc.wait()
+    a.kill()  # SIGKILL, in the middle of the import
     importer.join(120)
     acked = dict(importer.acked)
     assert len(acked) < len(photos)  # it was killed before the end
