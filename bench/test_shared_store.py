@@ -30,7 +30,7 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,15 @@ def test_store_identify(
 # --------------------------------------------------------------------------- replication lag
 
 
+def until(done: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Spin until `done()`, failing after `seconds` (B never applied A's write) instead of
+    spinning forever."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"B did not apply {what} within {seconds:g} s"
+        time.sleep(0.0002)
+
+
 @pytest.mark.benchmark(group="shared store: replication lag (a write on A, visible on B)")
 def test_replication_lag(benchmark: Any, cluster: Cluster, tmp_path: Path) -> None:
     from facecore.store.library import NewFace
@@ -205,16 +214,14 @@ def test_replication_lag(benchmark: Any, cluster: Cluster, tmp_path: Path) -> No
     lags: list[float] = []
     try:
         a.face_add(APPID, "g", "warm", NewFace(uuid.uuid4().hex, unit(1, 6)[0]))
-        while (APPID, "g") not in b._groups:
-            time.sleep(0.001)
+        until(lambda: (APPID, "g") in b._groups, "the group's creation")
         g = b._groups[(APPID, "g")]
 
         def one() -> None:
             i = len(lags)
             a.face_add(APPID, "g", user(i), NewFace(token(i), base[i]))
             t0 = time.perf_counter()
-            while len(g.index) < i + 2:  # B's follower applies it; nothing asks it to
-                time.sleep(0.0002)
+            until(lambda: len(g.index) >= i + 2, f"write {i}")  # B's follower; nothing asks it
             lags.append(time.perf_counter() - t0)
             time.sleep(0.005)  # writes a few ms apart, as separate clients' would be
 
