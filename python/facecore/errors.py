@@ -75,28 +75,26 @@ class MissingParam(FaceCoreError, ValueError):
         return f"param[{self.param}] is null" if self.param else self.message
 
 
-class BadMatchThreshold(MissingParam):
-    """match_threshold malformed or outside 0..100: the table has no code for it, so 222001
-    (unnamed: "param[] is null" names only a parameter that is missing)."""
+class _Unnamed(MissingParam):
+    """A 222001 for something the table has no code for: its error_msg names no parameter
+    ("param[] is null" names only a parameter that is missing)."""
 
     def error_msg(self) -> str:
         return self.message
 
 
-class BadBody(MissingParam):
+class BadMatchThreshold(_Unnamed):
+    """match_threshold malformed or outside 0..100: the table has no code for it, so 222001."""
+
+
+class BadBody(_Unnamed):
     """The body is not a JSON object (or array where one is taken), arrived incomplete or too
-    slowly, or is a malformed form: the table has no code for it, so 222001 (unnamed)."""
-
-    def error_msg(self) -> str:
-        return self.message
+    slowly, or is a malformed form: the table has no code for it, so 222001."""
 
 
-class BadKeyName(MissingParam):
+class BadKeyName(_Unnamed):
     """A key's name (the console's key management) that is not a string of at most 128
-    printable characters: the table has no code for it, so 222001 (unnamed)."""
-
-    def error_msg(self) -> str:
-        return self.message
+    printable characters: the table has no code for it, so 222001."""
 
 
 class FormatError(FaceCoreError, ValueError):
@@ -407,12 +405,13 @@ UNSENT: dict[int, str] = {
 
 
 def sent() -> list[type[FaceCoreError]]:
-    """Every error class with a wire code, in code order."""
+    """Every error class with a wire code, in code order (not the private bases, such as
+    _Unnamed, that only share a behaviour among their subclasses)."""
     found: list[type[FaceCoreError]] = []
     todo: list[type[FaceCoreError]] = [FaceCoreError]
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.code is not None and cls not in found:
+        if cls.code is not None and cls not in found and not cls.__name__.startswith("_"):
             found.append(cls)
     return sorted(found, key=lambda c: c.code or 0)

@@ -56,9 +56,10 @@ def test_missing_param_names_the_parameter() -> None:
 
 
 def test_one_class_per_code_but_222001_6_and_222201() -> None:
-    """222001 has three classes (missing, unreadable body, match_threshold: the table has no code
-    for the last two), 6 two (another appid's credential, a route the licence does not sell) and
-    222201 three (a service the server depends on does not answer: the shared store, authd);
+    """222001 has the missing parameter's class and, under one base, those the table has no code
+    for (an unreadable body, match_threshold, a key's name), 6 three (another appid's credential,
+    another appid's key, a route the licence does not sell) and 222201 three (a service the
+    server depends on does not answer: the shared store, authd);
     every other code one, so catching a name catches one condition. A code's later classes
     subclass its first."""
     codes = [c.code for c in E.sent()]
