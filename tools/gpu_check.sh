@@ -5,8 +5,9 @@
 #                                the bare GPU machine lacks (TensorRT's public headers, the test
 #                                images, the onnx2torch wheel) and prints the device command.
 #   tools/gpu_check.sh compile   here, no GPU needed: type-checks the device code (the TensorRT runner
-#                                against each TensorRT version, the LibTorch runner's CUDA path when
-#                                torch is installed) against CUDA 13's runtime headers from PyPI.
+#                                against each TensorRT version, runner.cpp's CUDA device queries, the
+#                                LibTorch runner's CUDA path when torch is installed) against CUDA
+#                                13's runtime headers from PyPI.
 #   tools/gpu_check.sh run       on the lent GPU machine (docs/gpu.md): builds facecore with
 #                                FACECORE_GPU=ON, compile-checks the TensorRT runner against each
 #                                carried TensorRT version, runs the C++ engine tests (ctest, cuda too),
@@ -30,14 +31,20 @@ GPU_DIR=.gpu
 WORK=/tmp/facecore-gpu-check # step records; $OUT gets only the report, the log and their sources
 BUDGET=${GPU_CHECK_BUDGET:-450} # seconds for all of `run`: under 8 minutes with the machine's start
 
-prepare() {
-    local shared=../shared
-    mkdir -p "$GPU_DIR/tensorrt" "$GPU_DIR/data/misc" "$GPU_DIR/data/lfw/images" "$GPU_DIR/wheels"
-    for v in "$shared"/third_party/tensorrt/*/; do
+# TensorRT's public headers, every carried version, into .gpu/tensorrt (compile checks only).
+headers() {
+    local v
+    for v in ../shared/third_party/tensorrt/*/; do
         v=$(basename "$v")
         mkdir -p "$GPU_DIR/tensorrt/$v"
-        cp -r "$shared/third_party/tensorrt/$v/include" "$GPU_DIR/tensorrt/$v/"
+        cp -r "../shared/third_party/tensorrt/$v/include" "$GPU_DIR/tensorrt/$v/"
     done
+}
+
+prepare() {
+    local shared=../shared
+    mkdir -p "$GPU_DIR/data/misc" "$GPU_DIR/data/lfw/images" "$GPU_DIR/wheels"
+    headers
     for f in couple.jpg bald_guys.jpg obama_and_biden.jpg two_people.jpg; do
         cp "$shared/data/misc/$f" "$GPU_DIR/data/misc/"
     done
@@ -63,12 +70,22 @@ compile_check() {
             "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" || return 1
         for w in "$cuda"/*.whl; do "$PY" -m zipfile -e "$w" "$cuda"; done
     fi
-    [ -d "$GPU_DIR/tensorrt" ] || prepare >/dev/null
+    [ -d "$GPU_DIR/tensorrt" ] || headers
     OUT=$cuda WORK=$cuda CUDA_INCLUDE=$cuda/nvidia/cu13/include
     mkdir -p "$OUT"
     : >"$WORK/tensorrt.tsv"
     tensorrt_check || rc=1
     cat "$WORK/tensorrt.tsv"
+    # The runner-independent device queries (cuda_device_count/name) of a build with both CUDA
+    # runners.
+    if c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror -Icpp/trt_engine/include -Icpp/trt_engine/src \
+        -isystem "$CUDA_INCLUDE" -DFACECORE_HAVE_TORCH -DFACECORE_TORCH_CUDA -DFACECORE_HAVE_TENSORRT \
+        cpp/trt_engine/src/runner.cpp; then
+        echo "runner-cuda	0"
+    else
+        echo "runner-cuda	1"
+        rc=1
+    fi
     torch_include=$("$PY" -c 'import torch.utils.cpp_extension as c; print(" ".join(c.include_paths()))' 2>/dev/null)
     if [ -n "$torch_include" ]; then
         mkdir -p "$cuda/shim/c10/cuda/impl"
@@ -149,15 +166,26 @@ tensorrt_check() {
 }
 
 engines() {
-    # The engine cache builds what this GPU, torch and precision lack and keeps the rest.
-    "$PY" tools/build_engines.py --device "$([ "$BACKEND" = torch ] && echo cpu || echo cuda)" \
-        --out "$ENGINES"
+    # The engine cache builds what this GPU, torch and precision lack and keeps the rest. On a GPU
+    # both precisions: test_gpu.py's parity tests run the cuda engines at fp32 and at fp16.
+    local p rc=0
+    if [ "$BACKEND" = torch ]; then
+        "$PY" tools/build_engines.py --device cpu --out "$ENGINES"
+        return
+    fi
+    for p in fp32 fp16; do
+        "$PY" tools/build_engines.py --device cuda --precision "$p" --out "$ENGINES" || rc=1
+    done
+    return "$rc"
 }
 
 pytests() {
     # The tests read ../shared/data, which does not travel: the carried copy stands in for it.
+    # test_engines.py's gpu test: each model's cuda engine against ONNX Runtime on the pipeline's
+    # own inputs (it builds its engines itself).
     [ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$PWD/$GPU_DIR/data" ../shared/data; }
     FACECORE_ENGINES=$ENGINES "$PY" -m pytest -p no:cacheprovider tests/facecore/test_gpu.py \
+        tests/facecore/test_engines.py::test_gpu_engines_match_onnxruntime \
         -rs --junitxml="$OUT/pytest.xml"
 }
 

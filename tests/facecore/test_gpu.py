@@ -282,23 +282,25 @@ def test_a_failing_device_answers_the_internal_error() -> None:
 # -- the whole pipeline: the torch backend (cpu) and the cuda backend against ONNX Runtime --------
 
 
-def _engines_dir() -> Path | None:
-    """The engine cache, when it holds this machine's cpu engine of the recogniser."""
+def _engines_dir(device: str, precision: str) -> Path | None:
+    """The engine cache, when it holds the recogniser's engine for `device` at `precision`."""
     from facecore.errors import EngineError
     from facecore.runtime import engines
 
     root = engines.default_engines_dir(MODELS_DIR)
     try:
-        key, _ = engines.manifest_keys(MODELS_DIR, "cpu")["recognizer"]
-    except EngineError:  # no torch or onnx2torch here
+        key, _ = engines.manifest_keys(MODELS_DIR, device, precision)["recognizer"]
+    except EngineError:  # no torch or onnx2torch here, or no such device
         return None
     return root if engines.lookup(key, root) is not None else None
 
 
-needs_engines = pytest.mark.skipif(
-    _engines_dir() is None,
-    reason="no TorchScript engines of our models (tools/build_engines.py writes models/engines)",
-)
+def needs_engines(device: str, precision: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        _engines_dir(device, precision) is None,
+        reason=f"no {precision} TorchScript engines of our models for {device} (tools/"
+        f"build_engines.py --device {device} --precision {precision} writes models/engines)",
+    )
 
 
 def _parity(backend: str, min_cosine: float, **options: Any) -> None:
@@ -354,16 +356,16 @@ def test_torch_backend_matches_onnxruntime(cpu_engines: Path) -> None:
 
 @pytest.mark.gpu
 @needs_gpu
-@needs_engines
+@needs_engines("cuda", "fp32")
 def test_cuda_fp32_matches_onnxruntime() -> None:
-    _parity("cuda", 0.9999, engines_dir=_engines_dir(), precision="fp32")
+    _parity("cuda", 0.9999, engines_dir=_engines_dir("cuda", "fp32"), precision="fp32")
 
 
 @pytest.mark.gpu
 @needs_gpu
-@needs_engines
+@needs_engines("cuda", "fp16")
 def test_cuda_fp16_matches_onnxruntime() -> None:
-    _parity("cuda", 0.999, engines_dir=_engines_dir(), precision="fp16")
+    _parity("cuda", 0.999, engines_dir=_engines_dir("cuda", "fp16"), precision="fp16")
 
 
 @pytest.mark.gpu
