@@ -6,6 +6,11 @@
 
 #include "runners.h"
 
+#if defined(FACECORE_HAVE_TENSORRT) || defined(FACECORE_TORCH_CUDA)
+#define FACECORE_CUDA_RUNTIME 1
+#include <cuda_runtime_api.h>
+#endif
+
 namespace facecore::engine {
 
 std::string shape_str(const Shape& s) {
@@ -88,11 +93,12 @@ std::shared_ptr<IRunner> make_runner(const std::string& kind, const ModelSpec& s
     throw Error("runner '" + kind + "' is not in this build (it has: " + have + ")");
 }
 
+// The CUDA runtime's own answer, whichever CUDA runner this build has: a TensorRT build beside a
+// cpu-only LibTorch still sees its GPUs.
 int cuda_device_count() {
-#if defined(FACECORE_HAVE_TORCH)
-    return torch_cuda_device_count();
-#elif defined(FACECORE_HAVE_TENSORRT)
-    return tensorrt_cuda_device_count();
+#ifdef FACECORE_CUDA_RUNTIME
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 #else
     return 0;
 #endif
@@ -101,10 +107,9 @@ int cuda_device_count() {
 std::string cuda_device_name(int index) {
     FC_REQUIRE(index >= 0 && index < cuda_device_count(),
                "no CUDA device " + std::to_string(index));
-#if defined(FACECORE_HAVE_TORCH)
-    return torch_cuda_device_name(index);
-#elif defined(FACECORE_HAVE_TENSORRT)
-    return tensorrt_cuda_device_name(index);
+#ifdef FACECORE_CUDA_RUNTIME
+    cudaDeviceProp prop{};
+    return cudaGetDeviceProperties(&prop, index) == cudaSuccess ? prop.name : "";
 #else
     return {};
 #endif

@@ -12,14 +12,10 @@ std::shared_ptr<IRunner> make_reference_runner(const ModelSpec& spec, const Runn
 
 #ifdef FACECORE_HAVE_TORCH
 std::shared_ptr<IRunner> make_torch_runner(const ModelSpec& spec, const RunnerOptions& options);
-int torch_cuda_device_count();
-std::string torch_cuda_device_name(int index);
 #endif
 
 #ifdef FACECORE_HAVE_TENSORRT
 std::shared_ptr<IRunner> make_tensorrt_runner(const ModelSpec& spec, const RunnerOptions& options);
-int tensorrt_cuda_device_count();
-std::string tensorrt_cuda_device_name(int index);
 #endif
 
 // "cuda:3" -> 3, "cuda" -> 0, "cpu" -> -1; anything else throws Error.

@@ -79,7 +79,7 @@ public:
     TrtRunner(ModelSpec spec, const RunnerOptions& options) : spec_(std::move(spec)) {
         index_ = parse_device(options.device);
         FC_REQUIRE(index_ >= 0, "the tensorrt runner runs on 'cuda:N', not '" + options.device + "'");
-        FC_REQUIRE(index_ < tensorrt_cuda_device_count(), "no CUDA device " + std::to_string(index_));
+        FC_REQUIRE(index_ < cuda_device_count(), "no CUDA device " + std::to_string(index_));
         cuda_ok(cudaSetDevice(index_), "cudaSetDevice");
         cudaDeviceProp prop{};
         cuda_ok(cudaGetDeviceProperties(&prop, index_), "cudaGetDeviceProperties");
@@ -268,16 +268,6 @@ std::unique_ptr<IContext> TrtRunner::create_context() { return std::make_unique<
 
 std::shared_ptr<IRunner> make_tensorrt_runner(const ModelSpec& spec, const RunnerOptions& options) {
     return std::make_shared<TrtRunner>(spec, options);
-}
-
-int tensorrt_cuda_device_count() {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
-}
-
-std::string tensorrt_cuda_device_name(int index) {
-    cudaDeviceProp prop{};
-    return cudaGetDeviceProperties(&prop, index) == cudaSuccess ? prop.name : "";
 }
 
 }  // namespace facecore::engine

@@ -7,7 +7,6 @@
 // under "auto" and is refused under "fp16".
 // Threading: the module is shared by the contexts (TorchScript's forward is reentrant); a context
 // is used by one thread at a time.
-#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <cstdio>
@@ -37,9 +36,9 @@ public:
 #ifndef FACECORE_TORCH_CUDA
             throw Error("this build's libtorch has no CUDA: run on 'cpu', or build against a CUDA torch");
 #else
-            FC_REQUIRE(index < torch_cuda_device_count(),
+            FC_REQUIRE(index < cuda_device_count(),
                        "no CUDA device " + std::to_string(index) + " (" +
-                           std::to_string(torch_cuda_device_count()) + " found)");
+                           std::to_string(cuda_device_count()) + " found)");
             cudaDeviceProp prop{};
             if (cudaGetDeviceProperties(&prop, index) != cudaSuccess)
                 throw RunError("cannot read the properties of cuda:" + std::to_string(index));
@@ -286,25 +285,6 @@ std::unique_ptr<IContext> TorchRunner::create_context() { return std::make_uniqu
 
 std::shared_ptr<IRunner> make_torch_runner(const ModelSpec& spec, const RunnerOptions& options) {
     return std::make_shared<TorchRunner>(spec, options);
-}
-
-int torch_cuda_device_count() {
-#ifdef FACECORE_TORCH_CUDA
-    return int(torch::cuda::device_count());
-#else
-    return 0;
-#endif
-}
-
-std::string torch_cuda_device_name(int index) {
-#ifdef FACECORE_TORCH_CUDA
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) return {};
-    return prop.name;
-#else
-    (void)index;
-    return {};
-#endif
 }
 
 }  // namespace facecore::engine

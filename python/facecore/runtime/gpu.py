@@ -165,6 +165,7 @@ class EngineBackend:
         self.engines_dir = engines_dir or engines.default_engines_dir(self.models_dir)
         self.runner = runner
         self.devices = list(devices)
+        self.device_names = _device_names(self.devices)  # once: /health asks on the event loop
         self.name = name or runner
         self.peers = peers
         self._models: dict[str, Any] = {}
@@ -241,7 +242,7 @@ class EngineBackend:
             "backend": self.name,
             "runner": self.runner,
             "devices": self.devices,
-            "device_names": _device_names(self.devices),
+            "device_names": self.device_names,
             "precision": self.precision if any_model is not None else None,
             "devices_up": any_model.devices_up if any_model is not None else [],
         }
