@@ -33,6 +33,24 @@ def face_like(
     return x
 
 
+@pytest.fixture(scope="session")
+def cpu_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every model's cpu fp32 TorchScript engine, built once a session by the engine cache into a
+    fresh directory (test_engines.py and test_gpu.py both use them). Skips where torch or
+    onnx2torch is missing."""
+    from facecore.errors import EngineError
+    from facecore.runtime import engines
+
+    try:
+        keys = engines.manifest_keys(MODELS_DIR, "cpu")
+    except EngineError as e:
+        pytest.skip(f"no engine converter here: {e}")
+    root = tmp_path_factory.mktemp("engines")
+    for key, onnx_path in keys.values():
+        engines.build(key, onnx_path, root)
+    return root
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

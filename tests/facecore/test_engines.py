@@ -398,14 +398,10 @@ def pipeline_calls() -> dict[str, list[tuple[np.ndarray, list[np.ndarray]]]]:
 
 
 @pytest.fixture(scope="module")
-def fp32_engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every model's fp32 TorchScript engine for the CPU, built into a fresh cache."""
-    root = tmp_path_factory.mktemp("engines")
-    loaded = {}
-    for role, (key, path) in engines.manifest_keys(MODELS_DIR).items():
-        engines.ensure(key, path, root)
-        loaded[role] = engines.load(key, root)
-    return loaded
+def fp32_engines(cpu_engines: Path) -> dict[str, Any]:
+    """Every model's fp32 TorchScript engine for the CPU (tests/conftest.py builds them), loaded."""
+    keys = engines.manifest_keys(MODELS_DIR)
+    return {role: engines.load(key, cpu_engines) for role, (key, _) in keys.items()}
 
 
 @needs_torch

@@ -330,22 +330,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
-@pytest.fixture(scope="module")
-def cpu_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every model's cpu engine, built by the engine cache into a fresh directory (~15 s)."""
-    from facecore.errors import EngineError
-    from facecore.runtime import engines
-
-    try:
-        keys = engines.manifest_keys(MODELS_DIR, "cpu")
-    except EngineError as e:
-        pytest.skip(f"no engine converter here: {e}")
-    root = tmp_path_factory.mktemp("engines")
-    for key, onnx_path in keys.values():
-        engines.build(key, onnx_path, root)
-    return root
-
-
 @pytest.mark.slow
 @needs_libtorch
 def test_torch_backend_matches_onnxruntime(cpu_engines: Path) -> None:
