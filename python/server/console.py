@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
-from facecore.errors import FaceNotFound, UnsupportedMethod, UserNotFound
+from facecore.errors import FaceNotFound, UnsupportedMethod
 from facecore.pipeline.engine import Engine
 from facecore.runtime.backend import OnnxRuntimeBackend
 from facecore.runtime.gpu import EngineBackend
@@ -201,14 +201,11 @@ class Reads:
         group = P.GROUP_ID.read(query)
         start, length = P.START.read(query), P.LENGTH.read(query)
         out = []
-        for user_id in self.library.user_list(appid, group, start, length):
-            try:  # one of the page's users may be deleted meanwhile: it is left out
-                faces = self.library.face_list(appid, group, user_id)
-                (info,) = self.library.user_get(appid, group, user_id)
-            except UserNotFound:
-                continue
+        for info, faces in self.library.user_page(appid, group, start, length):
             face_list = [{"face_token": f.face_token, "ctime": ctime(f.ctime)} for f in faces]
-            out.append({"user_id": user_id, "user_info": info.user_info, "face_list": face_list})
+            out.append(
+                {"user_id": info.user_id, "user_info": info.user_info, "face_list": face_list}
+            )
         return {"user_list": out}
 
     def face_image(self, request: Request, appid: str | None) -> Response:

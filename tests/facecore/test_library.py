@@ -356,6 +356,20 @@ def test_user_list_paged_and_sorted(lib: FaceLibrary) -> None:
     assert lib.user_list(APP, "empty") == []
 
 
+def test_user_page_is_user_list_with_each_users_record_and_faces(lib: FaceLibrary) -> None:
+    populate(lib, np.random.default_rng(14))
+    for start, length in ((0, 100), (0, 2), (1, 1), (2, 5), (3, 5)):
+        page = lib.user_page(APP, "g2", start, length)
+        assert [info.user_id for info, _ in page] == lib.user_list(APP, "g2", start, length)
+        for info, faces in page:
+            assert [info] == lib.user_get(APP, "g2", info.user_id)
+            assert faces == lib.face_list(APP, "g2", info.user_id)
+    assert [len(faces) for _, faces in lib.user_page(APP, "g1")] == [1, 2, 3]
+    with pytest.raises(FaceCoreError) as e:
+        lib.user_page(APP, "missing")
+    assert e.value.code == 223100
+
+
 def test_user_copy_copies_faces_and_info_skipping_present_faces(lib: FaceLibrary) -> None:
     rng = np.random.default_rng(13)
     e = unit(rng, 3)

@@ -47,6 +47,7 @@ SHARED = [
     "test_face_delete_last_face_removes_the_user",
     "test_user_get_all_groups",
     "test_user_list_paged_and_sorted",
+    "test_user_page_is_user_list_with_each_users_record_and_faces",
     "test_user_copy_copies_faces_and_info_skipping_present_faces",
     "test_user_copy_of_a_face_another_user_has_there_is_223105_and_copies_nothing",
     "test_user_copy_keeps_the_destination_users_other_faces_and_ctime",

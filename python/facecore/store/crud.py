@@ -271,7 +271,7 @@ class Crud(LibraryCore):
         self._still(g, group)
         if not faces:
             raise UserNotFound(f"user {user!r} does not exist in group {group!r}")
-        return sorted((FaceInfo(t, c) for t, _, c in faces), key=lambda f: (f.ctime, f.face_token))
+        return _listed(faces)
 
     def face_image(self, appid: str, group_id: str, face_token: str) -> bytes | None:
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
@@ -321,6 +321,34 @@ class Crud(LibraryCore):
                 out.append(key[len(prefix) :].decode())
                 if len(out) == length:
                     break
+        self._still(g, group)
+        return out
+
+    def user_page(
+        self, appid: str, group_id: str, start: int = 0, length: int = 100
+    ) -> list[tuple[UserInfo, list[FaceInfo]]]:
+        """A page of the group's users as user_list pages them, each with its record (user_get)
+        and its faces (face_list): one freshness check and one scan of the page's U/ records,
+        then one of each user's faces, where user_list + user_get + face_list take four round
+        trips a user on a shared store. A user deleted between the two scans is left out."""
+        appid, group = check_appid(appid), check_group(group_id)
+        start, length = check_page(start, length)
+        self._fresh()
+        g = self._group(appid, group)
+        prefix = f"U/{appid}/{group}/".encode()
+        records: list[tuple[str, bytes]] = []
+        for i, (key, value) in enumerate(self._iter_prefix(prefix)):
+            if i >= start:
+                records.append((key[len(prefix) :].decode(), value))
+                if len(records) == length:
+                    break
+        out = []
+        for user, raw in records:
+            faces = self._user_faces(appid, group, user)
+            if faces:
+                meta = json.loads(raw)
+                info = UserInfo(group, user, meta["user_info"], meta["ctime"])
+                out.append((info, _listed(faces)))
         self._still(g, group)
         return out
 
@@ -452,3 +480,8 @@ class Crud(LibraryCore):
             f"{a}/{grp}": g.faces for (a, grp), g in sorted(self._groups.items()) if not g.deleting
         }
         return {"faces": sum(groups.values()), "groups": groups}
+
+
+def _listed(faces: list[tuple[str, int, int]]) -> list[FaceInfo]:
+    """_user_faces' (token, row, ctime) as face_list answers them: oldest first."""
+    return sorted((FaceInfo(t, c) for t, _, c in faces), key=lambda f: (f.ctime, f.face_token))
