@@ -123,9 +123,8 @@ def cmd_issue(args: argparse.Namespace) -> int:
         expiry=document.utc(args.expiry) if args.expiry else None,
         issued=now,
     )
-    if args.out.exists():
-        raise LicenseError(f"{args.out} exists: issue does not overwrite a licence")
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    text = json.dumps(doc, indent=2) + "\n"
+    document.write_new(args.out, text.encode(), "issue does not overwrite a licence")
     print(json.dumps(doc["license"], indent=2))
     return 0
 
@@ -147,9 +146,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(P.new_secret() + "\n")
+    secret = (P.new_secret() + "\n").encode()
+    document.write_new(args.out, secret, "secret does not overwrite a secret", mode=0o600)
     print(f"wrote {args.out}: copy it to authd's machine and every face service's", file=sys.stderr)
     return 0
 

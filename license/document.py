@@ -152,16 +152,24 @@ def keygen(private_path: Path, public_path: Path) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    write_new(private_path, pem, "keygen does not overwrite a key", mode=0o600)
     public = private.public_key()
-    public_path.write_bytes(
-        public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    public_pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    write_new(public_path, public_pem, "keygen does not overwrite a key")
     return key_id(public)
+
+
+def write_new(path: Path, data: bytes, refusal: str, mode: int = 0o644) -> None:
+    """Create `path` holding `data`; LicenseError "{path} exists: {refusal}" if it exists. One
+    exclusive create (O_EXCL), so no check-then-write race lets a second writer replace it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise LicenseError(f"{path} exists: {refusal}") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:

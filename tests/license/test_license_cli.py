@@ -84,6 +84,10 @@ def test_secret_and_status(vendor: Vendor, tmp_path: Path) -> None:
     secret = tmp_path / "authd.secret"
     assert license_cli("secret", secret).returncode == 0
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) == 64
+    kept = secret.read_text()
+    again = license_cli("secret", secret)
+    assert again.returncode == 1 and "exists: secret does not overwrite" in again.stderr
+    assert secret.read_text() == kept
     with start_authd(vendor, vendor.issue("status.json")) as authd:
         out = license_cli("status", authd.url, "--secret-file", vendor.secret)
         assert out.returncode == 0, out.stderr
