@@ -491,7 +491,7 @@ class LibraryCore:
 
     def _user_faces(self, appid: str, group: str, user: str) -> list[tuple[str, int, int]]:
         """(token, row, ctime) of the user's faces in the group, by token."""
-        prefix = f"F/{appid}/{group}/{user}/".encode()
+        prefix = codec.scope("F", appid, group) + f"{user}/".encode()
         out = []
         for key, value in self._iter_prefix(prefix):
             row, ctime = codec.FACE.unpack_from(value)[:2]

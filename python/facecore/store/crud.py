@@ -102,7 +102,7 @@ class Crud(LibraryCore):
         with self._shared(appid, [group]), self._meta_lock:
             g = self._group(appid, group)
             with g.lock:
-                key = f"G/{appid}/{group}"
+                key = codec.group_key(appid, group)
                 meta = json.loads(self._must(key))
                 meta["deleting"] = True
                 batch = WriteBatch()
@@ -167,7 +167,9 @@ class Crud(LibraryCore):
                     if info is not None:
                         meta["user_info"] = info
                     users[user] = meta
-                    batch.put(f"U/{appid}/{group}/{user}".encode(), json.dumps(meta).encode())
+                    batch.put(
+                        codec.user_key(appid, group, user).encode(), json.dumps(meta).encode()
+                    )
                 self._put_face(batch, appid, group, user, row, now, face)
                 rows.append(row)
                 vecs.append(emb.tobytes())
@@ -216,7 +218,7 @@ class Crud(LibraryCore):
                     stack.enter_context(self._writing(appid, (group, GroupNotFound)))[0],
                     False,
                 )
-            ukey = f"U/{appid}/{group}/{user}"
+            ukey = codec.user_key(appid, group, user)
             raw = None if new_group else self._get(ukey)
             if raw is None and not create:
                 raise UserNotFound(f"user {user!r} does not exist in group {group!r}")
@@ -258,7 +260,7 @@ class Crud(LibraryCore):
             batch = WriteBatch()
             self._delete_face(batch, appid, group, user, token, row)
             if len(self._user_faces(appid, group, user)) == 1:
-                batch.delete(f"U/{appid}/{group}/{user}".encode())
+                batch.delete(codec.user_key(appid, group, user).encode())
             self._write(batch)
             g.index.remove(np.array([row], np.int64))
             g.faces -= 1
@@ -277,7 +279,7 @@ class Crud(LibraryCore):
         appid, group, token = check_appid(appid), check_group(group_id), check_token(face_token)
         self._fresh()
         g = self._group(appid, group)
-        image = self._get(f"I/{appid}/{group}/{token}")
+        image = self._get(codec.image_key(appid, group, token))
         self._still(g, group)
         return image
 
@@ -296,7 +298,7 @@ class Crud(LibraryCore):
         else:
             group = check_group(group_id)
             groups = [(group, self._group(appid, group))]
-        found = [(grp, g, self._get(f"U/{appid}/{grp}/{user}")) for grp, g in groups]
+        found = [(grp, g, self._get(codec.user_key(appid, grp, user))) for grp, g in groups]
         if group_id != "@ALL":
             self._still(groups[0][1], groups[0][0])
         out = []
@@ -314,7 +316,7 @@ class Crud(LibraryCore):
         start, length = check_page(start, length)
         self._fresh()
         g = self._group(appid, group)
-        prefix = f"U/{appid}/{group}/".encode()
+        prefix = codec.scope("U", appid, group)
         out: list[str] = []
         for i, (key, _) in enumerate(self._iter_prefix(prefix)):
             if i >= start:
@@ -335,7 +337,7 @@ class Crud(LibraryCore):
         start, length = check_page(start, length)
         self._fresh()
         g = self._group(appid, group)
-        prefix = f"U/{appid}/{group}/".encode()
+        prefix = codec.scope("U", appid, group)
         records: list[tuple[str, bytes]] = []
         for i, (key, value) in enumerate(self._iter_prefix(prefix)):
             if i >= start:
@@ -366,7 +368,7 @@ class Crud(LibraryCore):
         appid, user = check_appid(appid), check_user(user_id)
         src, dst = check_group(src_group_id), check_group(dst_group_id)
         with self._writing(appid, (src, GroupNotFound), (dst, DstGroupNotFound)) as (_, gd):
-            raw = self._get(f"U/{appid}/{src}/{user}")
+            raw = self._get(codec.user_key(appid, src, user))
             faces = self._user_faces(appid, src, user)
             if raw is None or not faces:
                 raise UserNotFound(f"user {user!r} does not exist in group {src!r}")
@@ -387,17 +389,17 @@ class Crud(LibraryCore):
                         f"face {token} of user {user!r} already belongs to user {owner[1]!r} "
                         f"of group {dst!r}; nothing was copied",
                     )
-                rec = self._must(f"R/{appid}/{src}/{src_row:016x}")
+                rec = self._must(codec.row_key(appid, src, src_row))
                 emb = np.frombuffer(rec, np.float32, self.dim).copy()
-                fkey = f"F/{appid}/{src}/{user}/{token}"
+                fkey = codec.face_key(appid, src, user, token)
                 x1, y1, x2, y2 = codec.FACE.unpack_from(self._must(fkey))[2:]
-                image = self._get(f"I/{appid}/{src}/{token}")
+                image = self._get(codec.image_key(appid, src, token))
                 face = NewFace(token, emb, (x1, y1, x2, y2), image)
                 self._put_face(batch, appid, dst, user, row, now, face)
                 rows.append(row)
                 vecs.append(emb.tobytes())
                 row += 1
-            ukey = f"U/{appid}/{dst}/{user}"
+            ukey = codec.user_key(appid, dst, user)
             raw_dst = self._get(ukey)
             meta = json.loads(raw_dst) if raw_dst is not None else {"ctime": now}
             if rows or meta.get("user_info") != info:
@@ -416,7 +418,7 @@ class Crud(LibraryCore):
             batch = WriteBatch()
             for t, r, _ in faces:
                 self._delete_face(batch, appid, group, user, t, r)
-            batch.delete(f"U/{appid}/{group}/{user}".encode())
+            batch.delete(codec.user_key(appid, group, user).encode())
             self._write(batch)
             g.index.remove(np.array([r for _, r, _ in faces], np.int64))
             g.faces -= len(faces)
@@ -464,7 +466,7 @@ class Crud(LibraryCore):
             if owner is None:
                 raise FaceNotFound(f"face {token} does not exist in {group!r}")
             row = owner[0]
-            key = f"R/{appid}/{group}/{row:016x}"
+            key = codec.row_key(appid, group, row)
             value = bytearray(self._must(key))
             value[: 4 * self.dim] = emb.tobytes()
             batch = WriteBatch()

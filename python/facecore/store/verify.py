@@ -197,7 +197,9 @@ class Verify(LibraryCore):
         """Give data without a G/ record its record back and index it, rather than delete what
         may be the only copy of those faces; the caller checks the group next."""
         with self._shared(appid, [group]), self._meta_lock:
-            if (appid, group) in self._groups or self._get(f"G/{appid}/{group}") is not None:
+            if (appid, group) in self._groups or self._get(
+                codec.group_key(appid, group)
+            ) is not None:
                 return  # created meanwhile
             batch = WriteBatch()
             self._put_group(batch, appid, group)
@@ -220,7 +222,7 @@ class Verify(LibraryCore):
                 found.merge(confirmed)
             # The index against the rows as they are, so that a repair reports what verify does.
             rows, missing, last = 0, 0, -1
-            for key, _ in self._iter_prefix(f"R/{appid}/{group}/".encode()):
+            for key, _ in self._iter_prefix(codec.scope("R", appid, group)):
                 row = codec.row_of(key.rsplit(b"/", 1)[1])
                 if row is not None:
                     rows, last = rows + 1, row  # in key order: ascending
@@ -291,11 +293,10 @@ class Verify(LibraryCore):
         """Every record of one group against the others (docs/storage.md): G/, then F/ merged
         with U/ (both in user order), R/, T/ and I/, each by a prefix scan with point reads.
         Memory stays constant whatever the group's size. Returns the group's counts."""
-        base = f"{appid}/{group}/"
         width = 4 * self.dim
         counts = dict.fromkeys(("users", "faces", "rows", "images"), 0)
 
-        gkey = f"G/{appid}/{group}".encode()
+        gkey = codec.group_key(appid, group).encode()
         graw = self._store.get(gkey)
         if graw is None:
             found.add("group_missing", gkey, put=[(gkey, self._group_value({}))])
@@ -306,15 +307,15 @@ class Verify(LibraryCore):
 
         def good(user: bytes, token: bytes, row: int) -> bool:
             """Whether F/ user/token names `row` and R/ row names that face back."""
-            f = self._store.get(f"F/{base}".encode() + user + b"/" + token)
+            f = self._store.get(codec.scope("F", appid, group) + user + b"/" + token)
             if f is None or len(f) != codec.FACE.size or codec.FACE.unpack_from(f)[0] != row:
                 return False
-            r = self._store.get(f"R/{base}{row:016x}".encode())
+            r = self._store.get(codec.row_key(appid, group, row).encode())
             return r is not None and r[width:] == bytes.fromhex(token.decode()) + user
 
         # F/ merged with U/: a face needs its row and its user record; a user needs a face.
         claimed: dict[bytes, tuple[int, bytes]] = {}  # tokens whose T/ this pass rewrites
-        uprefix = f"U/{base}".encode()
+        uprefix = codec.scope("U", appid, group)
         users = self._iter_prefix(uprefix)
         pending = next(users, None)
 
@@ -335,7 +336,7 @@ class Verify(LibraryCore):
             if kept:
                 counts["users"] += 1
 
-        fprefix = f"F/{base}".encode()
+        fprefix = codec.scope("F", appid, group)
         current: bytes | None = None
         kept, first_ctime, record = 0, 0, None
         for key, value in self._iter_prefix(fprefix):
@@ -360,13 +361,13 @@ class Verify(LibraryCore):
                         user_done(name, 0, 0, raw)
                 current, kept, first_ctime = user, 0, 0
             row, ctime = (int(v) for v in codec.FACE.unpack_from(value)[:2])
-            rkey = f"R/{base}{row:016x}".encode()
+            rkey = codec.row_key(appid, group, row).encode()
             r = self._store.get(rkey)
             tbin = bytes.fromhex(token.decode())
             if r is None or r[width:] != tbin + user:
                 found.add("face_without_row", key, delete=[key])
                 continue
-            tkey = f"T/{base}".encode() + token
+            tkey = codec.scope("T", appid, group) + token
             t = self._store.get(tkey)
             mine = codec.ROW.pack(row) + user
             if t != mine:
@@ -389,7 +390,7 @@ class Verify(LibraryCore):
             user_done(name, 0, 0, raw)
 
         # R/: a row needs its face (a search would otherwise return a face that is not there).
-        rprefix = f"R/{base}".encode()
+        rprefix = codec.scope("R", appid, group)
         for key, value in self._iter_prefix(rprefix):
             number = codec.row_of(key[len(rprefix) :])
             user = value[width + 16 :]
@@ -406,7 +407,7 @@ class Verify(LibraryCore):
                 found.add("row_orphan", key, delete=[key])
 
         # T/: an entry needs the face it names (unless this pass rewrites it).
-        tprefix = f"T/{base}".encode()
+        tprefix = codec.scope("T", appid, group)
         for key, value in self._iter_prefix(tprefix):
             token = key[len(tprefix) :]
             if token in claimed:
@@ -421,7 +422,7 @@ class Verify(LibraryCore):
                 found.add("token_dangling", key, delete=[key])
 
         # I/: an image needs its face.
-        iprefix = f"I/{base}".encode()
+        iprefix = codec.scope("I", appid, group)
         for key, _ in self._iter_prefix(iprefix):
             token = key[len(iprefix) :]
             if not TOKEN.fullmatch(token.decode("utf-8", "replace")):
