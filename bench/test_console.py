@@ -1,7 +1,9 @@
 """The console's library page on a group of 100,000 users, measured from the server: one page of
 users with their faces and user_info (GET /console/api/users, what the page asks for) beside the
 plain v3 user/list of the same page (POST /face-api/v3/group/getusers), on one live server, one
-keep-alive request at a time.
+keep-alive request at a time; the server on the embedded RocksDB, then on PostgreSQL (--store,
+a throwaway cluster on loopback; skipped where none can be started), where every read of the
+library is a round trip.
 
 Pages: the first (start 0) and the last (start 99,950): user/list pages by skipping the group's
 users in key order, so the last page is the dearest. The group is filled through the library's
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.pg_cluster import Cluster
 from tests.server.live_server import Client, start_server
 
 APPID = "bench_console"
@@ -30,7 +33,7 @@ PAGE = 50  # the library page's page (python/server/static/js/library.js, USERS_
 ROUNDS = 300
 BATCH = 1000
 STARTS = {"first": 0, "last": USERS - PAGE}
-medians: dict[tuple[str, str], float] = {}
+medians: dict[tuple[str, str, str], float] = {}
 
 
 def user(i: int) -> str:
@@ -41,11 +44,12 @@ def token(i: int) -> str:
     return f"{i:032x}"
 
 
-def fill(data: Path) -> None:
+def fill(data: Path, url: str | None) -> None:
     from facecore.store.library import FaceLibrary, NewFace
+    from facecore.store.postgres import PostgresStore
 
     rng = np.random.default_rng(18)
-    with FaceLibrary(data) as lib:
+    with FaceLibrary(data, store=PostgresStore(url) if url else None) as lib:
         for s in range(0, USERS, BATCH):
             emb = rng.standard_normal((BATCH, 128)).astype(np.float32)
             emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -57,15 +61,31 @@ def fill(data: Path) -> None:
         assert lib.stats()["groups"][f"{APPID}/{GROUP}"] == USERS
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+@pytest.fixture(scope="module", params=["rocksdb", "postgresql"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Client]]:
+    """(the store, a server on it) with the group filled before the server starts."""
     home = tmp_path_factory.mktemp("console-bench")
-    fill(home / "data")
-    client = start_server(home, "--access-log", "off", threads=0)
+    cluster = None
+    url = None
+    if request.param == "postgresql":
+        why = Cluster.find()
+        if why is not None:
+            pytest.skip(why)
+        cluster = Cluster.start()
+        url = cluster.database("console")
     try:
-        yield client
+        fill(home / "data", url)
+        flags = ("--store", url) if url else ()
+        client = start_server(home, "--access-log", "off", *flags, threads=0)
+        try:
+            yield request.param, client
+        finally:
+            client.stop()
     finally:
-        client.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 class Arm:
@@ -101,7 +121,8 @@ class Arm:
 
 @pytest.mark.parametrize("page", list(STARTS))
 @pytest.mark.parametrize("arm", ["v3", "console"])
-def test_users_page(benchmark: Any, server: Client, arm: str, page: str) -> None:
+def test_users_page(benchmark: Any, served: tuple[str, Client], arm: str, page: str) -> None:
+    store, server = served
     a = Arm(server, arm, STARTS[page])
     a.check(a.call())
     answers: list[dict[str, Any]] = []
@@ -111,8 +132,8 @@ def test_users_page(benchmark: Any, server: Client, arm: str, page: str) -> None
     a.conn.close()
     for answer in answers:
         a.check(answer)
-    medians[(arm, page)] = benchmark.stats.stats.median
-    benchmark.extra_info.update(arm=arm, page=page, users=USERS, length=PAGE)
-    if arm == "console" and ("v3", page) in medians:
-        ratio = medians[("console", page)] / medians[("v3", page)]
+    medians[(store, arm, page)] = benchmark.stats.stats.median
+    benchmark.extra_info.update(store=store, arm=arm, page=page, users=USERS, length=PAGE)
+    if arm == "console" and (store, "v3", page) in medians:
+        ratio = medians[(store, "console", page)] / medians[(store, "v3", page)]
         benchmark.extra_info["ratio_to_v3_median"] = round(ratio, 2)
