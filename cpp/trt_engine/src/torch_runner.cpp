@@ -154,12 +154,10 @@ public:
 #ifdef FACECORE_TORCH_CUDA
             if (stream_) return run_cuda(inputs, n);
 #endif
-            std::vector<c10::IValue> args;
+            std::vector<at::Tensor> views;
             for (const View& v : inputs)  // the caller's memory, not copied (forward does not write it)
-                args.emplace_back(torch::from_blob(const_cast<float*>(v.data), v.shape, torch::kFloat));
-            std::vector<at::Tensor> outs = tensors_of(r_.module().forward(args), r_.spec().name);
-            for (at::Tensor& t : outs) t = t.to(torch::kFloat);
-            return to_host(outs, n);
+                views.push_back(torch::from_blob(const_cast<float*>(v.data), v.shape, torch::kFloat));
+            return to_host(forward(views), n);
         } catch (const c10::Error& e) {
             throw RunError("model '" + r_.spec().name + "' on " + r_.device() + ": " + message(e));
         }
@@ -194,14 +192,6 @@ private:
         for (const at::Tensor& host : stage(inputs, n, rows))
             out.push_back(host.to(r_.torch_device(), /*non_blocking=*/true));
         return out;
-    }
-
-    std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) {
-        std::vector<c10::IValue> args;
-        for (const at::Tensor& t : inputs) args.emplace_back(r_.half() ? t.to(torch::kHalf) : t);
-        std::vector<at::Tensor> outs = tensors_of(r_.module().forward(args), r_.spec().name);
-        for (at::Tensor& t : outs) t = t.to(torch::kFloat);
-        return outs;
     }
 
     std::vector<Tensor> download(const std::vector<at::Tensor>& outs, int64_t n) {
@@ -276,6 +266,15 @@ private:
 #endif
 
 private:
+    // The module on `inputs` (half when the runner runs fp16), its outputs as float32.
+    std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) {
+        std::vector<c10::IValue> args;
+        for (const at::Tensor& t : inputs) args.emplace_back(r_.half() ? t.to(torch::kHalf) : t);
+        std::vector<at::Tensor> outs = tensors_of(r_.module().forward(args), r_.spec().name);
+        for (at::Tensor& t : outs) t = t.to(torch::kFloat);
+        return outs;
+    }
+
     TorchRunner& r_;
 };
 
